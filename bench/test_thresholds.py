@@ -1,0 +1,23 @@
+"""CI quality gates from --thresholds: each bound is one test that fails naming tokenizer, metric, value and bound."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_threshold(tokenizer_name, gate, request):
+    try:
+        evaluation = request.getfixturevalue("evaluation")
+    except pytest.skip.Exception as exc:  # a gate that cannot be evaluated must not pass silently
+        pytest.fail(f"{gate.tokenizer}: {gate.key} not checked: {exc.msg}")
+    if gate.metric in evaluation.skipped:
+        pytest.fail(f"{gate.tokenizer}: {gate.key} not checked: {evaluation.skipped[gate.metric]}")
+    if gate.metric in evaluation.dataset_metrics:
+        value = evaluation.dataset_metrics[gate.metric]
+    elif evaluation.values(gate.metric):
+        value = evaluation.mean(gate.metric)
+    else:
+        pytest.fail(f"{gate.tokenizer}: {gate.key} names unknown metric {gate.metric!r}")
+    message = gate.check(value)
+    if message:
+        pytest.fail(message, pytrace=False)

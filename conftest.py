@@ -1,0 +1,27 @@
+"""Command-line options of the benchmark. Only options live here; the logic is in fixtures/ and reports/."""
+
+from __future__ import annotations
+
+import os
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("vtok", "vision tokenizer benchmark")
+    group.addoption("--tokenizers", default="all",
+                    help="comma-separated tokenizer names, 'all' (the published set + extras) or 'tiny' (test models)")
+    group.addoption("--dataset", default="samples",
+                    help="samples (photos bundled with scikit-image) | coco (VTOK_COCO or data/coco/val2017) | PATH")
+    group.addoption("--num-images", type=int, default=None, help="use the first N images (sorted by name)")
+    group.addoption("--resolution", type=int, default=None, help="override every tokenizer's input resolution")
+    group.addoption("--device", default="cpu", help="cpu | cuda | cuda:N")
+    group.addoption("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    group.addoption("--batch-size", type=int, default=4)
+    group.addoption("--weights-dir", default=os.environ.get("VTOK_WEIGHTS", "model_weights"),
+                    help="folder searched for weights before any download (env VTOK_WEIGHTS)")
+    group.addoption("--report-dir", default=None,
+                    help="where JSONL, tables, plots and grids go (default results/<timestamp>/, results/latest)")
+    group.addoption("--save-images", type=int, default=16,
+                    help="save the first N reconstructions (and originals) as PNG for the grids; -1 saves all")
+    group.addoption("--thresholds", default=None, help="YAML file of per-tokenizer quality gates")
+    group.addoption("--offline", action="store_true", default=False,
+                    help="never download: weights must be in --weights-dir or the hub cache")

@@ -1,0 +1,86 @@
+"""Where benchmark images come from: bundled samples, a local COCO val2017 folder, or any folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from vision_tokenizers.images import BadImage, center_crop_resize, list_images, load_image
+
+# Real RGB photographs shipped inside scikit-image (no download needed).
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                  "hubble_deep_field.jpg")
+DEFAULT_COCO_DIR = Path("data/coco/val2017")
+
+
+def sample_paths() -> list[Path]:
+    import skimage.data
+
+    root = Path(skimage.data.__file__).parent
+    return [root / name for name in SKIMAGE_PHOTOS if (root / name).is_file()]
+
+
+def resolve_dataset(dataset: str) -> tuple[str, list[Path]]:
+    """`samples` | `coco` | a folder path -> (dataset name, sorted image paths). Raises FileNotFoundError with a fix."""
+    if dataset == "samples":
+        return "samples", sample_paths()
+    if dataset == "coco":
+        folder = Path(os.environ.get("VTOK_COCO", DEFAULT_COCO_DIR))
+        if not folder.is_dir():
+            raise FileNotFoundError(f"COCO val2017 folder {folder} not found: set VTOK_COCO to a folder of val2017 "
+                                    "JPEGs or pass --dataset PATH")
+        return "coco_val2017", list_images(folder)
+    folder = Path(dataset)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--dataset {dataset}: not 'samples', 'coco' or an existing folder of images")
+    paths = list_images(folder)
+    if not paths:
+        raise FileNotFoundError(f"--dataset {dataset}: no image files (.jpg/.png/...) in that folder")
+    return folder.name, paths
+
+
+@dataclass
+class ImageSet:
+    """A list of image files, cropped on demand to each tokenizer's resolution (cached as uint8)."""
+
+    name: str
+    paths: list[Path]
+    bad: dict[str, str] = field(default_factory=dict)  # image id -> one-line reason
+    _cache: dict[int, tuple[list[str], torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    @staticmethod
+    def image_id(path: Path) -> str:
+        return path.stem
+
+    def at_resolution(self, resolution: int) -> tuple[list[str], torch.Tensor]:
+        """(ids, uint8 (N,3,R,R)) of every readable image; unreadable ones land in `bad` and are left out."""
+        if resolution not in self._cache:
+            ids, arrays = [], []
+            for path in self.paths:
+                try:
+                    image = load_image(path)
+                except BadImage as exc:
+                    self.bad[self.image_id(path)] = str(exc)
+                    continue
+                ids.append(self.image_id(path))
+                arrays.append(np.asarray(center_crop_resize(image, resolution)))
+            stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() if arrays else \
+                torch.empty(0, 3, resolution, resolution, dtype=torch.uint8)
+            self._cache[resolution] = (ids, stacked)
+        return self._cache[resolution]
+
+    def batches(self, resolution: int, batch_size: int) -> Iterator[tuple[list[str], torch.Tensor]]:
+        """Yield (ids, uint8 (B,3,R,R)) batches in a fixed order."""
+        ids, pixels = self.at_resolution(resolution)
+        for start in range(0, len(ids), batch_size):
+            yield ids[start:start + batch_size], pixels[start:start + batch_size]
+
+
+def open_dataset(dataset: str, num_images: int | None = None) -> ImageSet:
+    name, paths = resolve_dataset(dataset)
+    return ImageSet(name, paths[:num_images] if num_images else paths)

@@ -1,0 +1,116 @@
+"""The registry: a table of specs (plain data) and one builder module per family.
+
+Adding a tokenizer is one `TokenizerSpec` entry; adding a family is one module with
+``build(spec, files, device, dtype) -> VisionTokenizer`` named in `FAMILY_MODULES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+from vision_tokenizers.spec import TokenizerSpec, WeightFile
+from vision_tokenizers.weights import resolve_weights
+
+FAMILY_MODULES = {
+    "sd_vae": "vision_tokenizers.sd_vae",
+    "taesd": "vision_tokenizers.taesd",
+    "magvit2": "vision_tokenizers.magvit2",
+    "titok": "vision_tokenizers.titok",
+}
+
+_SD_VAE_FILES = tuple(
+    WeightFile(f, local_dir="sd-vae-ft-mse", repo_id="stabilityai/sd-vae-ft-mse")
+    for f in ("config.json", "diffusion_pytorch_model.safetensors")
+)
+_TAESD_COMMIT = "5cccb12dc72074a4be35680c3b108548a7c69978"
+_TAEF2_FILES = tuple(
+    WeightFile(f"taef2_{part}.pth", local_dir="taesd", sha256=digest,
+               url=f"https://raw.githubusercontent.com/madebyollin/taesd/{_TAESD_COMMIT}/taef2_{part}.pth")
+    for part, digest in (("encoder", "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6"),
+                         ("decoder", "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5"))
+)
+# Released Open-MAGVIT2 256 config (configs/Open-MAGVIT2/gpu/imagenet_lfqgan_256_L.yaml); the hub repo has only the ckpt.
+_MAGVIT2_256_CONFIG = {
+    "ddconfig": {"double_z": False, "z_channels": 18, "resolution": 128, "in_channels": 3, "out_ch": 3,
+                 "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 4},
+    "n_embed": 262144, "embed_dim": 18, "use_ema": True,
+}
+
+SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
+    TokenizerSpec(
+        name="vae_sd_mse_512", family="sd_vae", resolution=512, kind="continuous", token_shape=(4, 64, 64),
+        bits_per_token=32, weights=_SD_VAE_FILES, config={"quantize_bits": None},
+        description="SD VAE ft-MSE (diffusers AutoencoderKL), posterior mode, fp32 latents",
+    ),
+    TokenizerSpec(
+        name="vae_sd_mse_q8_512", family="sd_vae", resolution=512, kind="continuous", token_shape=(4, 64, 64),
+        bits_per_token=8, codebook_size=256, weights=_SD_VAE_FILES, config={"quantize_bits": 8},
+        description="SD VAE ft-MSE, latents x0.18215 mapped to uint8 like AutoencoderTiny.scale_latents",
+        published={"psnr": 24.92, "ssim": 0.6953, "lpips": 0.0830, "fid": 12.45, "decode_s": 0.070},
+    ),
+    TokenizerSpec(
+        name="taef2_512", family="taesd", resolution=512, kind="continuous", token_shape=(32, 64, 64),
+        bits_per_token=32, weights=_TAEF2_FILES,
+        description="TAEF2 tiny autoencoder for the FLUX.2 latent space (madebyollin/taesd)",
+    ),
+    TokenizerSpec(
+        name="magvit2_256", family="magvit2", resolution=256, kind="discrete", token_shape=(16, 16),
+        bits_per_token=18, codebook_size=262144, config=_MAGVIT2_256_CONFIG,
+        weights=(WeightFile("imagenet_256_L.ckpt", local_dir="magvit2",
+                            repo_id="TencentARC/Open-MAGVIT2-Tokenizer-256-resolution"),),
+        description="Open-MAGVIT2 IN256-L, LFQ with 2^18 codes, EMA weights",
+        published={"psnr": 18.65, "ssim": 0.4951, "lpips": 0.3936, "fid": 34.37, "decode_s": 0.011},
+    ),
+    TokenizerSpec(
+        name="titok_l32_256", family="titok", resolution=256, kind="discrete", token_shape=(32,),
+        bits_per_token=12, codebook_size=4096,
+        weights=tuple(WeightFile(f, local_dir="titok_l32", repo_id="yucornetto/tokenizer_titok_l32_imagenet")
+                      for f in ("config.json", "model.safetensors")),
+        description="TiTok-L-32: 32 1D tokens, 4096 codes, MaskGIT-VQGAN pixel decoder",
+        published={"psnr": 15.02, "ssim": 0.3766, "lpips": 0.5724, "fid": 54.23, "decode_s": 0.028},
+    ),
+    # Tiny models in the released file layouts (../shared/golden): same code paths, random weights.
+    TokenizerSpec(
+        name="magvit2_tiny", family="magvit2", resolution=64, kind="discrete", token_shape=(16, 16),
+        bits_per_token=6, codebook_size=64, tiny=True,
+        weights=(WeightFile("magvit2_tiny.ckpt", local_dir="magvit2"), WeightFile("config.json", local_dir="magvit2")),
+        description="Open-MAGVIT2 architecture, tiny random config (golden checkpoint)",
+    ),
+    TokenizerSpec(
+        name="titok_tiny", family="titok", resolution=64, kind="discrete", token_shape=(8,),
+        bits_per_token=6, codebook_size=64, tiny=True,
+        weights=(WeightFile("config.json", local_dir="titok/checkpoint"),
+                 WeightFile("model.safetensors", local_dir="titok/checkpoint"),
+                 WeightFile("hardcoded_overrides.json", local_dir="titok")),
+        description="TiTok architecture, tiny random config (golden checkpoint)",
+    ),
+)}
+
+
+def list_tokenizers(include_tiny: bool = False) -> list[str]:
+    return [name for name, spec in SPECS.items() if include_tiny or not spec.tiny]
+
+
+def get_spec(name: str) -> TokenizerSpec:
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise KeyError(f"unknown tokenizer {name!r}; known: {', '.join(SPECS)}") from None
+
+
+def load(name: str, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
+         weights_dir: str | Path | None = None, offline: bool | None = None):
+    """Build tokenizer `name` with its weights (local folder, hub cache or download; sha256-checked).
+
+    Raises `WeightsUnavailable` with a one-line message when the files cannot be had.
+    """
+    from vision_tokenizers.base import DTYPES
+
+    spec = get_spec(name)
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    files = resolve_weights(spec, weights_dir, offline)
+    module = importlib.import_module(FAMILY_MODULES[spec.family])
+    return module.build(spec, files, torch.device(device), dtype)

@@ -1,0 +1,53 @@
+"""Stable Diffusion VAE (ft-MSE) through diffusers' AutoencoderKL, optionally with 8-bit latents.
+
+Latents are the posterior MODE (deterministic; `sample()` would make runs irreproducible). The 8-bit variant
+multiplies by the config's scaling factor (0.18215) and maps to uint8 with diffusers' `AutoencoderTiny.scale_latents`
+convention: ``round(clamp(z / 6 + 0.5, 0, 1) * 255)``; decoding inverts it: ``(q / 255 - 0.5) * 6 / 0.18215``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vision_tokenizers.base import BaseTokenizer
+from vision_tokenizers.spec import TokenizerSpec
+
+LATENT_MAGNITUDE = 3.0
+LATENT_SHIFT = 0.5
+
+
+def quantize_latents(scaled: torch.Tensor) -> torch.Tensor:
+    return scaled.div(2 * LATENT_MAGNITUDE).add(LATENT_SHIFT).clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def dequantize_latents(q: torch.Tensor) -> torch.Tensor:
+    return q.float().div(255).sub(LATENT_SHIFT).mul(2 * LATENT_MAGNITUDE)
+
+
+class SDVAE(BaseTokenizer):
+    def __init__(self, spec: TokenizerSpec, vae, device: torch.device, dtype: torch.dtype):
+        super().__init__(spec, device, dtype)
+        self.vae = vae.to(device).eval()
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.quantize_bits = spec.config.get("quantize_bits")
+
+    def _encode(self, pixels01: torch.Tensor) -> torch.Tensor:
+        latents = self.vae.encode(pixels01 * 2 - 1).latent_dist.mode()
+        if self.quantize_bits is None:
+            return latents.float()
+        return quantize_latents(latents.float() * self.scaling_factor)
+
+    def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        latents = tokens.float() if self.quantize_bits is None else dequantize_latents(tokens) / self.scaling_factor
+        images = self.vae.decode(latents.to(self.dtype)).sample
+        return (images.float() + 1) / 2
+
+
+def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> SDVAE:
+    from diffusers import AutoencoderKL
+
+    folder = files["config.json"].parent  # a local folder or the hub snapshot: both files sit side by side
+    vae = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False)
+    return SDVAE(spec, vae, device, dtype)

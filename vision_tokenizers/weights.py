@@ -1,0 +1,112 @@
+"""Finding weight files: the local weights folder first, then the hub cache / a download, verified by sha256."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from vision_tokenizers.spec import TokenizerSpec, WeightFile
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS_DIR = "model_weights"
+
+
+class WeightsUnavailable(RuntimeError):
+    """The files a tokenizer needs are neither local nor downloadable; the message is one line for the user."""
+
+
+def default_weights_dir() -> Path:
+    return Path(os.environ.get("VTOK_WEIGHTS", DEFAULT_WEIGHTS_DIR))
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, expected: str | None) -> None:
+    if expected is None:
+        return
+    actual = sha256_of(path)
+    if actual != expected:
+        raise WeightsUnavailable(
+            f"{path}: sha256 {actual[:12]}… does not match the expected {expected[:12]}…; "
+            "delete the file and let it download again, or replace it with the released file")
+
+
+@functools.cache
+def host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """One quick TCP connect per host and process, so an offline machine fails in seconds, not after retries."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _download(wf: WeightFile, target_dir: Path, offline: bool) -> Path:
+    if not offline:
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if wf.repo_id else wf.url or ""
+        offline = not host_reachable(endpoint)
+    if wf.repo_id:
+        from huggingface_hub import hf_hub_download
+
+        # The hub client keeps its own cache (and progress bar); with local_files_only it only looks there.
+        return Path(hf_hub_download(wf.repo_id, wf.filename, revision=wf.revision, local_files_only=offline))
+    if wf.url and not offline:
+        from torch.hub import download_url_to_file
+
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / wf.filename
+        download_url_to_file(wf.url, str(target), progress=True)
+        return target
+    raise FileNotFoundError(wf.filename)
+
+
+def resolve_file(wf: WeightFile, weights_dir: Path, offline: bool = False) -> Path:
+    local = weights_dir / wf.local_dir / wf.filename
+    if local.is_file():
+        verify(local, wf.sha256)
+        return local
+    try:
+        path = _download(wf, weights_dir / wf.local_dir, offline)
+    except Exception as exc:  # network errors come in many types; all mean "not available here"
+        log.debug("download of %s failed: %r", wf.origin, exc)
+        raise FileNotFoundError(wf.filename) from exc
+    verify(path, wf.sha256)
+    return path
+
+
+def resolve_weights(spec: TokenizerSpec, weights_dir: str | Path | None = None,
+                    offline: bool | None = None) -> dict[str, Path]:
+    """Return ``{filename: path}`` for every file of ``spec``, or raise `WeightsUnavailable` naming what is missing."""
+    weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+    if offline is None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    found: dict[str, Path] = {}
+    missing: list[WeightFile] = []
+    for wf in spec.weights:
+        try:
+            found[wf.filename] = resolve_file(wf, weights_dir, offline)
+        except FileNotFoundError:
+            missing.append(wf)
+    if missing:
+        where = weights_dir / missing[0].local_dir
+        names = ", ".join(wf.filename for wf in missing)
+        origins = ", ".join(sorted({wf.origin.rsplit("/", 1)[0] for wf in missing}))
+        how = "offline" if offline else "download failed"
+        raise WeightsUnavailable(
+            f"weights for {spec.name} unavailable ({how}): put {names} in {where}/ "
+            f"(from {origins}) or point --weights-dir/VTOK_WEIGHTS at a folder holding {missing[0].local_dir}/")
+    return found
