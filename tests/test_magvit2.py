@@ -111,14 +111,16 @@ def test_batched_equals_per_image(tok, golden):
     close(torch.cat([tok.decode(ids[i:i + 1]) for i in range(2)]), tok.decode(ids))
 
 
-def test_bf16_runs_close(golden):
+def test_bf16_runs_close(tok, golden):
+    # one 32x32 crop: CPUs without native bf16 run these convolutions slowly; fp32 output is pinned above
+    x = golden["image_01"][:1, :, 16:48, 16:48]
     tok16 = vt.load("magvit2_tiny", weights_dir=GOLDEN.parent, offline=True, dtype="bf16")
-    ids = tok16.encode(golden["image_01"])
-    assert ids.dtype == torch.int64
-    assert (ids == golden["indices"]).float().mean() > 0.9  # bf16 flips only near-zero latents
-    out = tok16.decode(golden["indices"])
+    ids = tok16.encode(x)
+    assert ids.dtype == torch.int64 and ids.shape == (1, 8, 8)
+    assert (ids == tok.encode(x)).float().mean() > 0.9  # bf16 flips only near-zero latents
+    out = tok16.decode(ids)
     assert out.dtype == torch.float32
-    close(out, golden["decoded_from_indices_01"], atol=0.1)
+    close(out, tok.decode(ids), atol=0.1)
 
 
 def test_decode_rejects_bad_ids(tok):

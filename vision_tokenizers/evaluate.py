@@ -75,7 +75,7 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
             token_stats.update(tokens)
         if fid is not None:
             fid.update(original, reconstruction)
-        result.per_image.update(zip(ids, rows))
+        result.per_image.update(zip(ids, rows, strict=True))
         if on_batch is not None:
             on_batch(BatchResult(ids, original, reconstruction, tokens, rows))
     if result.per_image:
@@ -84,5 +84,5 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
         result.dataset_metrics.update(token_stats.compute())
     if fid is not None and result.per_image:
         result.dataset_metrics["fid"] = fid.compute()
-        result.dataset_meta.update(fid_backend=fid.backend, fid_n=len(result.per_image))
+        result.dataset_meta.update(fid_backend=fid.backend, fid_mode=fid.mode, fid_n=len(result.per_image))
     return result

@@ -31,7 +31,7 @@ def read_config(spec: TokenizerSpec, files: dict[str, Path]) -> dict[str, Any]:
 
 
 class Magvit2(BaseTokenizer):
-    def __init__(self, spec: TokenizerSpec, model: Magvit2Tokenizer, device: torch.device = torch.device("cpu"),
+    def __init__(self, spec: TokenizerSpec, model: Magvit2Tokenizer, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, load_report: LoadReport | None = None):
         super().__init__(spec, device, dtype)
         self.model = model.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
@@ -48,7 +48,8 @@ class Magvit2(BaseTokenizer):
 
     def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.ndim != 3 or tokens.dtype.is_floating_point:
-            raise ValueError(f"{self.spec.name}: expected (B, h, w) integer ids, got {tuple(tokens.shape)} {tokens.dtype}")
+            raise ValueError(f"{self.spec.name}: expected (B, h, w) integer ids, "
+                             f"got {tuple(tokens.shape)} {tokens.dtype}")
         size = self.model.quantize.codebook_size
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= size):
             raise ValueError(f"{self.spec.name}: ids must be in [0, {size})")  # `&` with bit masks would wrap silently

@@ -32,7 +32,8 @@ _TAEF2_FILES = tuple(
     for part, digest in (("encoder", "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6"),
                          ("decoder", "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5"))
 )
-# Released Open-MAGVIT2 256 config (configs/Open-MAGVIT2/gpu/imagenet_lfqgan_256_L.yaml); the hub repo has only the ckpt.
+# Released Open-MAGVIT2 256 config (configs/Open-MAGVIT2/gpu/imagenet_lfqgan_256_L.yaml);
+# the hub repo holds only the checkpoint.
 _MAGVIT2_256_CONFIG = {
     "ddconfig": {"double_z": False, "z_channels": 18, "resolution": 128, "in_channels": 3, "out_ch": 3,
                  "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 4},

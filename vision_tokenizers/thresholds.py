@@ -43,7 +43,8 @@ def load_gates(path: str | Path) -> dict[str, list[Gate]]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"--thresholds {path}: cannot read ({exc}); pass a YAML file of tokenizer: {{metric_min: x}}")
+        raise ValueError(f"--thresholds {path}: cannot read ({exc}); pass a YAML file of "
+                         "tokenizer: {metric_min: x}") from None
     if not isinstance(data, dict):
         raise ValueError(f"--thresholds {path}: expected a mapping of tokenizer name -> bounds")
     gates: dict[str, list[Gate]] = {}

@@ -24,7 +24,8 @@ EMA_PREFIX = "model_ema."
 # Training-only key groups of the released checkpoint: (group name, reason, key prefix).
 _TRAINING_ONLY_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("loss.perceptual_loss", "LPIPS (VGG16 + heads) of the training loss", "loss.perceptual_loss."),
-    ("loss.discriminator", "PatchGAN discriminator of the training loss (incl. BatchNorm stats)", "loss.discriminator."),
+    ("loss.discriminator", "PatchGAN discriminator of the training loss, BatchNorm stats included",
+     "loss.discriminator."),
     ("model_ema.lossdiscriminator", "EMA shadows of the discriminator", "model_ema.lossdiscriminator"),
 )
 _EMA_SCALARS = ("model_ema.decay", "model_ema.num_updates")

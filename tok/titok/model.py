@@ -57,7 +57,8 @@ class Attention(nn.Module):
         if _flash_attn_func is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
             out = _flash_attn_func(q, k, v)
         else:
-            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # SDPA wants (B, H, L, D)
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
         return self.out_proj(out.reshape(b, n, w))
 
 
@@ -176,20 +177,20 @@ class VectorQuantizer(nn.Module):
         self.use_l2_norm = use_l2_norm
         self.embedding = nn.Embedding(codebook_size, token_size)
 
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) if self.use_l2_norm else x
 
     def codebook(self) -> torch.Tensor:
-        return self._norm(self.embedding.weight.float())
+        return self.normalize(self.embedding.weight.float())
 
     def distances(self, z_flat: torch.Tensor) -> torch.Tensor:
         """(M, C) -> squared distances (M, K) after normalisation, |z|^2 + |e|^2 - 2 z.e as upstream."""
-        z_flat, codes = self._norm(z_flat.float()), self.codebook()
+        z_flat, codes = self.normalize(z_flat.float()), self.codebook()
         return z_flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * z_flat @ codes.t()
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (...) -> codes (..., C), fp32 and normalised like the search."""
-        return self._norm(F.embedding(ids, self.embedding.weight.float()))
+        return self.normalize(F.embedding(ids, self.embedding.weight.float()))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B,C,H,W) -> (z_q (B,C,H,W) fp32 with straight-through form, ids (B,H,W) int64)."""
@@ -197,7 +198,7 @@ class VectorQuantizer(nn.Module):
             b, c, h, w = z.shape
             z = z.float().permute(0, 2, 3, 1).reshape(-1, c)
             ids = self.distances(z).argmin(dim=1)
-            z_n = self._norm(z)
+            z_n = self.normalize(z)
             z_q = z_n + (self.lookup(ids) - z_n).detach()  # same rounding as upstream's encode()
             return z_q.view(b, h, w, c).permute(0, 3, 1, 2).contiguous(), ids.view(b, h, w)
 
@@ -218,10 +219,18 @@ class TiTokModel(nn.Module):
         self.pixel_decoder = PixelDecoder(cfg.pixel)
 
     def cast(self, device: torch.device | str, dtype: torch.dtype) -> TiTokModel:
-        """Move to device/dtype but keep both codebooks in fp32 (the VQ search and the pixel mix run in fp32)."""
-        self.to(device=device, dtype=dtype)
-        self.quantize.float()
-        self.pixel_quantize.float()
+        """Move to device/dtype but keep both codebooks in fp32 (the VQ search and the pixel mix run in fp32).
+
+        The codebooks are never routed through `dtype`: a bf16 round trip would change which code is nearest.
+        """
+        codebooks = (self.quantize, self.pixel_quantize)
+        for child in self.children():
+            if any(child is c for c in codebooks):
+                child.to(device=device).float()
+            else:
+                child.to(device=device, dtype=dtype)
+        for name, p in list(self.named_parameters(recurse=False)):
+            setattr(self, name, nn.Parameter(p.detach().to(device=device, dtype=dtype), requires_grad=p.requires_grad))
         return self
 
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

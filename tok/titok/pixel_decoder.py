@@ -31,7 +31,7 @@ class PixelDecoderConfig:
 
     def __post_init__(self) -> None:
         if len(self.channel_mult) != self.num_resolutions:
-            raise ValueError(f"channel_mult {self.channel_mult} must have num_resolutions={self.num_resolutions} entries")
+            raise ValueError(f"channel_mult {self.channel_mult} needs num_resolutions={self.num_resolutions} entries")
         if self.dropout != 0.0:
             raise ValueError("pixel decoder dropout must be 0 for inference")
 

@@ -1,0 +1,368 @@
+"""The reporting pytest plugin (loaded with ``-p reports.plugin``): the `record` and `report_dir` fixtures, the
+per-run JSONL sink and the session-end report.
+
+* The report directory is resolved once per session: ``--report-dir`` (relative to the invocation directory), else
+  ``<rootdir>/results/<YYYYmmdd-HHMMSS>/`` with ``results/latest`` pointed at it (a symlink replaced atomically;
+  a text file holding the directory name where symlinks are not possible).
+* The directory and its ``run`` record are written lazily, by the first record: a session that records nothing
+  (e.g. the suite's own tests) leaves no directory behind.
+* Under pytest-xdist each worker appends to its own ``records.<workerid>.jsonl`` (the controller's file is
+  ``records.jsonl``); only the controller builds the report, from every ``records*.jsonl``.
+* At session end the report is built with `vision_tokenizers.results.build_report` and one line
+  ``vtok report: <dir>/summary.md`` is printed. A failing report prints an error line and never changes the exit
+  status, which reflects the tests only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+import socket
+import subprocess
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+OPTIONS = ("tokenizers", "dataset", "num_images", "resolution", "device", "dtype", "batch_size", "weights_dir",
+           "report_dir", "save_images", "thresholds", "offline")
+
+
+def _option_names(config: pytest.Config) -> tuple[str, ...]:
+    """The dests of the "vtok" option group (conftest.py), falling back to the known list."""
+    try:
+        group = config._parser.getgroup("vtok")
+        names = tuple(opt.dest for opt in group.options)
+    except Exception:  # noqa: BLE001 - private API; the fixed list is good enough
+        names = ()
+    return names or OPTIONS
+
+
+def _results():
+    from vision_tokenizers import results  # lazy: keeps `pytest --help` and plugin import light
+
+    return results
+
+
+def _number(value: Any) -> Any:
+    """Tensors / numpy scalars -> float; ints and floats as they are."""
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return float(value)
+
+
+def _to_pil(image: Any):
+    """A PIL image, or a (3,H,W) / (H,W,3) uint8 or [0,1] float array / tensor, as an RGB PIL image."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    import numpy as np
+
+    if hasattr(image, "detach"):
+        image = image.detach().cpu()
+        image = image.float().numpy() if str(image.dtype).startswith("torch.bfloat") else image.numpy()
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.round(arr.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return Image.fromarray(arr).convert("RGB")
+
+
+class Recorder:
+    """Appends records to this process's JSONL file in the report directory (the `record` fixture).
+
+    Every record gets ``ts`` (epoch seconds) so several files merge in order. The first record creates the
+    directory and writes the session's ``run`` record before itself.
+    """
+
+    def __init__(self, report_dir: Path, filename: str = "records.jsonl", run: Mapping | None = None,
+                 on_create=None) -> None:
+        self.report_dir = Path(report_dir)
+        self.path = self.report_dir / filename
+        self._run = dict(run or {"type": "run"})
+        self._on_create = on_create
+        self._started = False
+        self._lock = threading.RLock()
+        self.count = 0
+
+    # -- plumbing
+    def ensure(self) -> Path:
+        """Create the report directory and write the run record (once); returns the directory."""
+        with self._lock:
+            if not self._started:
+                self.report_dir.mkdir(parents=True, exist_ok=True)
+                self._started = True
+                run = dict(self._run)
+                run.setdefault("host", _host(str((run.get("options") or {}).get("device") or "cpu")))
+                self._append(run)
+                if self._on_create is not None:
+                    self._on_create()
+        return self.report_dir
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def _append(self, obj: Mapping) -> dict:
+        obj = {**obj, "ts": time.time()}
+        _results().append_record(self.path, obj)
+        return obj
+
+    def __call__(self, **obj: Any) -> dict:
+        """Append a record of any type: ``record(type="image", tokenizer=..., ...)``. Returns what was written."""
+        if "type" not in obj:
+            raise ValueError("a record needs a 'type'")
+        with self._lock:
+            self.ensure()
+            out = self._append(obj)
+            self.count += 1
+        return out
+
+    # -- typed records
+    def image(self, tokenizer: str, image_id: str, metrics: Mapping[str, Any], *, dataset: str | None = None,
+              resolution: int | None = None, recon: Any = None, original: Any = None, **extra: Any) -> dict:
+        """Per-image metrics. `recon` / `original`: a path relative to the report dir, or an image (PIL, or a
+        uint8 / [0,1] array or tensor, CHW or HWC) saved as ``recon/<tokenizer>/<image_id>.png`` and
+        ``originals/<resolution>/<image_id>.png`` (an original already saved there is not written again)."""
+        metrics = {str(k): _number(v) for k, v in metrics.items() if v is not None}
+        if recon is not None and not isinstance(recon, (str, os.PathLike)):
+            recon = self.save_image(recon, f"recon/{tokenizer}/{image_id}.png")
+        if original is not None and not isinstance(original, (str, os.PathLike)):
+            pil = _to_pil(original)
+            rel = f"originals/{resolution or pil.width}/{image_id}.png"
+            original = rel if (self.report_dir / rel).is_file() else self.save_image(pil, rel)
+        obj = {"type": "image", "tokenizer": tokenizer, "image_id": str(image_id), "dataset": dataset,
+               "resolution": resolution, "metrics": metrics, "recon": _posix(recon), "original": _posix(original)}
+        return self(**{k: v for k, v in obj.items() if v is not None}, **extra)
+
+    def dataset(self, tokenizer: str, metrics: Mapping[str, Any], *, meta: Mapping[str, Any] | None = None,
+                **extra: Any) -> dict:
+        """Dataset-level metrics (fid, codebook_usage, unique_codes, entropy_bits, perplexity, bpp) and their
+        meta (fid_backend, n, ...)."""
+        metrics = {str(k): _number(v) for k, v in metrics.items() if v is not None}
+        return self(type="dataset", tokenizer=tokenizer, metrics=metrics, meta=dict(meta or {}), **extra)
+
+    def timing(self, tokenizer: str, stage: str, batch_size: int, median_s: float, iqr_s: float, rounds: int,
+               device: str, **extra: Any) -> dict:
+        """One batch's timing: median and IQR over `rounds` (warm-up excluded, device synchronised)."""
+        if stage not in ("encode", "decode"):
+            raise ValueError(f"stage must be 'encode' or 'decode', not {stage!r}")
+        return self(type="timing", tokenizer=tokenizer, stage=stage, batch_size=int(batch_size),
+                    median_s=float(_number(median_s)), iqr_s=float(_number(iqr_s)), rounds=int(rounds),
+                    device=str(device), **extra)
+
+    def skip(self, tokenizer: str | None, what: str, reason: str, **extra: Any) -> dict:
+        """Something not measured, with why: what = "tokenizer" | "metric:<name>" | "image" (+ image_id=...)."""
+        return self(type="skip", tokenizer=tokenizer, what=what, reason=str(reason), **extra)
+
+    def save_image(self, image: Any, relpath: str | os.PathLike) -> str:
+        """Save `image` as PNG under the report dir (atomically); returns `relpath` (posix) for a record."""
+        rel = Path(relpath)
+        target = (self.report_dir / rel).resolve()
+        if rel.is_absolute() or not target.is_relative_to(self.report_dir.resolve()):
+            raise ValueError(f"{relpath!r} is not inside the report directory")
+        self.ensure()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        _to_pil(image).save(tmp, format="PNG")
+        os.replace(tmp, target)
+        return rel.as_posix()
+
+    def completed_images(self, tokenizer: str, metrics: Iterable[str] = ()) -> set[str]:
+        """Image ids already recorded for `tokenizer` in this report dir (every process's file): resume a rerun."""
+        if not self.report_dir.is_dir():
+            return set()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _results().completed_images(self.report_dir, tokenizer, metrics)
+
+
+def _posix(path: Any) -> str | None:
+    return None if path is None else Path(path).as_posix()
+
+
+def _host(device: str) -> dict:
+    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(terse=True),
+                            "hostname": socket.gethostname(), "device": device}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.version.cuda
+        if device.startswith("cuda") and torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    except Exception as exc:  # noqa: BLE001 - host info is best effort
+        info["torch"] = f"unavailable ({type(exc).__name__})"
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        if out.returncode == 0:
+            info["git"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+# ------------------------------------------------------------------------------------------------ session state
+
+
+@dataclass
+class _State:
+    report_dir: Path
+    explicit: bool
+    worker: str | None
+    session: str
+    started: str
+    recorder: Recorder | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+_STATE = pytest.StashKey[_State]()
+
+
+def _timestamp_dir(root: Path) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate, n = root / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}-{n}"
+    return candidate
+
+
+def point_latest(report_dir: Path, link: Path) -> Path:
+    """Point `link` (results/latest) at `report_dir`: a relative symlink swapped in atomically, or, where symlinks
+    fail, a text file holding the directory name."""
+    target = os.path.relpath(report_dir, link.parent)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(target, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.write_text(target + "\n", encoding="utf-8")
+        os.replace(tmp, link)
+    return link
+
+
+def _update_latest(state: _State) -> None:
+    if not state.explicit and state.worker is None and state.report_dir.is_dir():
+        try:
+            point_latest(state.report_dir, state.report_dir.parent / "latest")
+        except OSError as exc:
+            state.warnings.append(f"could not update {state.report_dir.parent / 'latest'}: {exc}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "vtok_report_dir" in workerinput:
+        state = _State(Path(workerinput["vtok_report_dir"]), bool(workerinput["vtok_explicit"]),
+                       str(workerinput.get("workerid", "worker")), workerinput["vtok_session"],
+                       workerinput["vtok_started"])
+    else:
+        option = config.getoption("report_dir", default=None)
+        if option:
+            report_dir = Path(config.invocation_params.dir, option).absolute()
+        else:
+            report_dir = _timestamp_dir(Path(config.rootpath) / "results")
+        state = _State(report_dir, bool(option), None, uuid.uuid4().hex[:12],
+                       _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+    config.stash[_STATE] = state
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist controller: hand the report directory and session id to each worker."""
+    state = node.config.stash[_STATE]
+    node.workerinput.update(vtok_report_dir=str(state.report_dir), vtok_explicit=state.explicit,
+                            vtok_session=state.session, vtok_started=state.started)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    state = config.stash[_STATE]
+    options = {name: _clean(config.getoption(name, default=None)) for name in _option_names(config)}
+    run = {"type": "run", "started": state.started, "session": state.session,
+           "argv": [str(a) for a in config.invocation_params.args], "options": options}
+    if state.worker:
+        run["worker"] = state.worker
+    filename = f"records.{state.worker}.jsonl" if state.worker else "records.jsonl"
+    state.recorder = Recorder(state.report_dir, filename, run, on_create=lambda: _update_latest(state))
+
+
+@pytest.fixture(scope="session")
+def record(request: pytest.FixtureRequest) -> Recorder:
+    """Session-wide recorder: ``record.image(...)``, ``.dataset(...)``, ``.timing(...)``, ``.skip(...)``,
+    ``.save_image(img, relpath)``, ``.completed_images(tokenizer)`` and ``record(type=..., **fields)``."""
+    return request.config.stash[_STATE].recorder
+
+
+@pytest.fixture(scope="session")
+def report_dir(record: Recorder) -> Path:
+    """This session's report directory (created, with its run record, on first use)."""
+    return record.ensure()
+
+
+def _has_records(report_dir: Path) -> bool:
+    results = _results()
+    if not results.record_files(report_dir):
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return any(r.get("type") != "run" for r in results.read_records(report_dir))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(_STATE, None)
+    if state is None or state.worker is not None:
+        return
+    try:
+        if not state.report_dir.is_dir() or not _has_records(state.report_dir):
+            return
+        _update_latest(state)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state.files = _results().build_report(state.report_dir)
+        state.warnings += [str(w.message) for w in caught]
+    except Exception as exc:  # noqa: BLE001 - a broken report must not hide or change the test results
+        state.error = f"{type(exc).__name__}: {exc}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(_STATE, None)
+    if state is None or state.worker is not None:
+        return
+    for message in state.warnings:
+        terminalreporter.write_line(f"vtok report: warning: {message}", yellow=True)
+    if state.error:
+        terminalreporter.write_line(f"vtok report: ERROR building the report in {state.report_dir}: {state.error}",
+                                    red=True, bold=True)
+    elif "markdown" in state.files:
+        terminalreporter.write_line(f"vtok report: {state.files['markdown']}", bold=True)
+
+
+__all__ = ["Recorder", "point_latest", "record", "report_dir"]

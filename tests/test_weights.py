@@ -1,0 +1,69 @@
+import time
+
+import pytest
+import torch
+
+import vision_tokenizers as vt
+from tests.helpers import shared_path
+from vision_tokenizers.spec import TokenizerSpec, WeightFile
+from vision_tokenizers.weights import resolve_weights, sha256_of
+
+
+def test_registry_names_follow_published_table():
+    names = vt.list_tokenizers()
+    for name in ("vae_sd_mse_q8_512", "magvit2_256", "titok_l32_256", "taef2_512", "vae_sd_mse_512"):
+        assert name in names
+    assert "magvit2_tiny" not in names and "magvit2_tiny" in vt.list_tokenizers(include_tiny=True)
+    with pytest.raises(KeyError, match="unknown tokenizer"):
+        vt.get_spec("tokenizers")
+
+
+def test_bits_per_pixel_of_specs():
+    assert vt.get_spec("magvit2_256").bits_per_pixel == pytest.approx(256 * 18 / 256**2)
+    assert vt.get_spec("titok_l32_256").bits_per_pixel == pytest.approx(32 * 12 / 256**2)
+    assert vt.get_spec("vae_sd_mse_q8_512").bits_per_pixel == pytest.approx(4 * 64 * 64 * 8 / 512**2)
+
+
+def test_local_weights_are_found_and_verified(tmp_path):
+    (tmp_path / "fam").mkdir()
+    blob = tmp_path / "fam" / "w.bin"
+    blob.write_bytes(b"weights")
+    good = TokenizerSpec("x", "taesd", 64, "continuous", (1,), 8,
+                         weights=(WeightFile("w.bin", "fam", sha256=sha256_of(blob)),))
+    assert resolve_weights(good, tmp_path, offline=True) == {"w.bin": blob}
+    bad = TokenizerSpec("x", "taesd", 64, "continuous", (1,), 8, weights=(WeightFile("w.bin", "fam", sha256="0" * 64),))
+    with pytest.raises(vt.WeightsUnavailable, match="does not match"):
+        resolve_weights(bad, tmp_path, offline=True)
+
+
+def test_missing_weights_give_one_line_reason_fast(tmp_path):
+    start = time.monotonic()
+    for name in ("magvit2_256", "titok_l32_256", "vae_sd_mse_q8_512", "taef2_512"):
+        with pytest.raises(vt.WeightsUnavailable) as info:
+            vt.load(name, weights_dir=tmp_path)  # not offline: the unreachable hub must fail fast too
+        message = str(info.value)
+        assert "\n" not in message and name in message and str(tmp_path) in message
+    assert time.monotonic() - start < 60
+
+
+def test_taef2_loads_real_weights_strictly_and_reconstructs():
+    from skimage import data
+
+    from vision_tokenizers.base import to_uint8
+
+    tok = vt.load("taef2_512", weights_dir=shared_path("weights"), offline=True)
+    pixels = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 255
+    latents = tok.encode(pixels)
+    assert latents.shape == (1, 32, 64, 64)
+    recon = to_uint8(tok.decode(latents)).float()
+    mse = (recon - to_uint8(pixels).float()).pow(2).mean()
+    psnr = 10 * torch.log10(255**2 / mse)
+    assert 30.0 < psnr < 33.0  # the weights README measures ~31 dB; a wrong port lands far below
+
+
+def test_taef2_strict_load_rejects_wrong_architecture():
+    from tok.taesd import TinyEncoder
+
+    state = torch.load(shared_path("weights", "taesd", "taef2_encoder.pth"), weights_only=True)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        TinyEncoder(32, norm_branch=False).load_state_dict(state, strict=True)
