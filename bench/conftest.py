@@ -11,18 +11,18 @@ from vision_tokenizers.base import tensor01_to_pil
 from vision_tokenizers.evaluate import BatchResult, Evaluation, evaluate
 
 
-def _metric_or_skip(factory, what: str, record, device):
+def _metric_or_skip(factory, what: str, record, device, offline: bool):
     try:
-        return factory(device=device), None
+        return factory(device=device, allow_download=not offline), None
     except M.MetricUnavailable as exc:
         record.skip(tokenizer=None, what=f"metric:{what}", reason=str(exc))
         return None, str(exc)
 
 
 @pytest.fixture(scope="session")
-def lpips_metric(record, device):
+def lpips_metric(record, device, request):
     """(LPIPS or None, reason it is unavailable)."""
-    return _metric_or_skip(M.LPIPS, "lpips", record, device)
+    return _metric_or_skip(M.LPIPS, "lpips", record, device, request.config.getoption("offline"))
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, device, lpips
     resolution = config.getoption("resolution") or tokenizer.resolution
     save_limit = config.getoption("save_images")
     lpips, lpips_reason = lpips_metric
-    fid, fid_reason = _metric_or_skip(M.FID, "fid", record, device)
+    fid, fid_reason = _metric_or_skip(M.FID, "fid", record, device, config.getoption("offline"))
     ids, _ = images.at_resolution(resolution)
     for reason in images.bad.values():
         warnings.warn(reason, UserWarning, stacklevel=1)  # one line per unreadable file; the run goes on

@@ -1,0 +1,81 @@
+"""The benchmark end to end, as a user runs it: `pytest bench ...` in a subprocess, then the files it leaves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, shared_path
+
+
+def run_bench(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "bench", "-p", "no:cacheprovider", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def taef2_run(tmp_path_factory):
+    """TAEF2 (real weights) at 64 px on 3 real photos + 1 broken file, a missing tokenizer, and two gates."""
+    tmp = tmp_path_factory.mktemp("taef2")
+    data = tmp / "images"
+    data.mkdir()
+    for path in sorted(shared_path("images", "coco_val2017").glob("*.jpg"))[:3]:
+        (data / path.name).write_bytes(path.read_bytes())
+    (data / "broken.jpg").write_bytes(b"this is not a jpeg")
+    gates = tmp / "gates.yaml"
+    gates.write_text("taef2_512:\n  psnr_min: 99\n  ssim_min: 0.0\n")
+    report = tmp / "report"
+    proc = run_bench("--tokenizers", "taef2_512,magvit2_256", "--dataset", str(data), "--resolution", "64",
+                     "--weights-dir", str(shared_path("weights")), "--offline", "--thresholds", str(gates),
+                     "--report-dir", str(report), "--benchmark-json", str(tmp / "out.json"))
+    return proc, report, tmp
+
+
+def test_gate_above_measured_value_fails_the_run_with_a_clear_message(taef2_run):
+    proc, _, _ = taef2_run
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "taef2_512: psnr = " in proc.stdout and "violates psnr_min (must be >= 99)" in proc.stdout
+    assert "test_threshold[taef2_512-ssim_min] PASSED" in proc.stdout or "1 failed" in proc.stdout
+
+
+def test_missing_weights_skip_with_one_line_reason(taef2_run):
+    proc, report, _ = taef2_run
+    assert "weights for magvit2_256 unavailable (offline): put imagenet_256_L.ckpt in" in proc.stdout
+    assert "magvit2_256" in (report / "summary.md").read_text()
+
+
+def test_report_files_and_bad_image(taef2_run):
+    proc, report, _ = taef2_run
+    for name in ("benchmark_results.csv", "summary.md", "summary.png", "grid.png", "report.json"):
+        assert (report / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((report / "benchmark_results.csv").open()))
+    assert sorted(r["image_id"] for r in rows) == sorted(p.stem for p in shared_path(
+        "images", "coco_val2017").glob("*.jpg"))[:3]
+    assert all(float(r["psnr"]) > 10 for r in rows)
+    summary = (report / "summary.md").read_text()
+    assert "broken.jpg" in summary and "cannot be decoded" in summary
+    assert "broken.jpg: cannot be decoded as an image" in proc.stdout  # one warning line, the run went on
+
+
+def test_benchmark_json_has_encode_and_decode(taef2_run):
+    _, report, tmp = taef2_run
+    names = {b["name"] for b in json.loads((tmp / "out.json").read_text())["benchmarks"]}
+    assert {"test_speed[taef2_512-encode]", "test_speed[taef2_512-decode]"} <= names
+    timings = json.loads((report / "report.json").read_text())
+    assert "taef2_512" in json.dumps(timings) and "median" in json.dumps(timings)
+
+
+def test_tiny_golden_checkpoints_run_the_whole_benchmark(tmp_path):
+    golden = shared_path("golden")
+    proc = run_bench("--tokenizers", "tiny", "--weights-dir", str(golden), "--offline",
+                     "--report-dir", str(tmp_path / "r"), "--benchmark-disable")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    rows = list(csv.DictReader((tmp_path / "r" / "benchmark_results.csv").open()))
+    assert {r["tokenizer"] for r in rows} == {"magvit2_tiny", "titok_tiny"}
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert "codebook_usage" in json.dumps(report)
