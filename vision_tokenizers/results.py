@@ -756,7 +756,7 @@ def _rate_panel(ax, report: dict, colors: dict) -> None:
 
 
 def _time_panel(ax, report: dict, labels: bool) -> None:
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     toks = report["tokenizers"]
     names = list(toks)
@@ -783,6 +783,7 @@ def _time_panel(ax, report: dict, labels: bool) -> None:
     ax.set_xscale("log")
     ax.set_xlim(lo / 3, hi * 12)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_time(x)))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow span would otherwise label every minor tick
     ax.set_yticks(range(len(names)), names if labels else [""] * len(names), fontsize=9)
     ax.set_ylim(len(names) - 0.5, -0.5)
     handles, labels = ax.get_legend_handles_labels()
