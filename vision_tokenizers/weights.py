@@ -55,35 +55,49 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+class _Missing(FileNotFoundError):
+    """A file that is neither local nor downloadable; `why` is a few words for the user."""
+
+    def __init__(self, filename: str, why: str):
+        super().__init__(filename)
+        self.why = why
+
+
 def _download(wf: WeightFile, target_dir: Path, offline: bool) -> Path:
-    if not offline:
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if wf.repo_id else wf.url or ""
-        offline = not host_reachable(endpoint)
     if wf.repo_id:
         from huggingface_hub import hf_hub_download
 
         # The hub client keeps its own cache (and progress bar); with local_files_only it only looks there.
         return Path(hf_hub_download(wf.repo_id, wf.filename, revision=wf.revision, local_files_only=offline))
-    if wf.url and not offline:
-        from torch.hub import download_url_to_file
+    from torch.hub import download_url_to_file
 
-        target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / wf.filename
-        download_url_to_file(wf.url, str(target), progress=True)
-        return target
-    raise FileNotFoundError(wf.filename)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / wf.filename
+    download_url_to_file(wf.url, str(target), progress=True)
+    return target
 
 
 def resolve_file(wf: WeightFile, weights_dir: Path, offline: bool = False) -> Path:
+    """The local file if present (sha256-checked), else the hub cache or a download; raises `_Missing`."""
     local = weights_dir / wf.local_dir / wf.filename
     if local.is_file():
         verify(local, wf.sha256)
         return local
+    if not wf.repo_id and not wf.url:
+        raise _Missing(wf.filename, "no public origin")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if wf.repo_id else wf.url
+    why = "offline"
+    if not offline and not host_reachable(endpoint):
+        offline, why = True, f"{urlparse(endpoint).hostname} unreachable"
+    if offline and not wf.repo_id:
+        raise _Missing(wf.filename, why)
+    if wf.repo_id:
+        why += ", not in the hub cache"
     try:
         path = _download(wf, weights_dir / wf.local_dir, offline)
-    except Exception as exc:  # network errors come in many types; all mean "not available here"
+    except Exception as exc:  # network and hub errors come in many types; all mean "not available here"
         log.debug("download of %s failed: %r", wf.origin, exc)
-        raise FileNotFoundError(wf.filename) from exc
+        raise _Missing(wf.filename, why if offline else f"download failed: {type(exc).__name__}") from exc
     verify(path, wf.sha256)
     return path
 
@@ -96,16 +110,17 @@ def resolve_weights(spec: TokenizerSpec, weights_dir: str | Path | None = None,
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     found: dict[str, Path] = {}
     missing: list[WeightFile] = []
+    how = ""
     for wf in spec.weights:
         try:
             found[wf.filename] = resolve_file(wf, weights_dir, offline)
-        except FileNotFoundError:
+        except _Missing as exc:
             missing.append(wf)
+            how = how or exc.why
     if missing:
         where = weights_dir / missing[0].local_dir
         names = ", ".join(wf.filename for wf in missing)
         origins = ", ".join(sorted({wf.origin.rsplit("/", 1)[0] for wf in missing}))
-        how = "offline" if offline else "download failed"
         raise WeightsUnavailable(
             f"weights for {spec.name} unavailable ({how}): put {names} in {where}/ "
             f"(from {origins}) or point --weights-dir/VTOK_WEIGHTS at a folder holding {missing[0].local_dir}/")
