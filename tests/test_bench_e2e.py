@@ -48,7 +48,8 @@ def test_gate_above_measured_value_fails_the_run_with_a_clear_message(taef2_run)
 
 def test_missing_weights_skip_with_one_line_reason(taef2_run):
     proc, report, _ = taef2_run
-    assert "weights for magvit2_256 unavailable (offline, not in the hub cache): put imagenet_256_L.ckpt in" in proc.stdout
+    reason = "weights for magvit2_256 unavailable (offline, not in the hub cache): put imagenet_256_L.ckpt in"
+    assert reason in proc.stdout
     assert "magvit2_256" in (report / "summary.md").read_text()
 
 

@@ -1,0 +1,162 @@
+"""Aggregation: dedupe records and reduce them to per-tokenizer numbers (the content of report.json)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import statistics
+from collections.abc import Iterable, Mapping
+
+from vision_tokenizers.results.constants import CONVENTIONS, QUALITY, STAGES, TOKEN_STATS
+from vision_tokenizers.results.store import _merge_images, _records
+
+
+def _skip_superseded(skip: Mapping, seq: int, images: dict, datasets: dict, timings: dict) -> bool:
+    """A skip no longer applies when a later record delivers what was skipped (a rerun that had the weights)."""
+    tok, what = skip.get("tokenizer"), str(skip.get("what", ""))
+    if tok is None:
+        return False
+    if what == "tokenizer":
+        return any(k[0] == tok and max(v["seq"].values(), default=-1) > seq for k, v in images.items()) \
+            or any(k == tok and max(v["seq"].values(), default=-1) > seq for k, v in datasets.items()) \
+            or any(k[0] == tok and v["seq"] > seq for k, v in timings.items())
+    if what.startswith("metric:"):
+        metric = what.split(":", 1)[1]
+        return any(k[0] == tok and v["seq"].get(metric, -1) > seq for k, v in images.items()) \
+            or (tok in datasets and datasets[tok]["seq"].get(metric, -1) > seq)
+    if what == "image" and skip.get("image_id") is not None:
+        rec = images.get((tok, str(skip["image_id"])))
+        return rec is not None and max(rec["seq"].values(), default=-1) > seq
+    return False
+
+
+def _stats(values: list) -> dict:
+    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    out = {"n": len(finite), "mean": None, "std": None, "min": None, "max": None, "median": None}
+    if len(values) != len(finite):
+        out["n_nonfinite"] = len(values) - len(finite)
+    if finite:
+        out.update(mean=statistics.fmean(finite), min=min(finite), max=max(finite), median=statistics.median(finite))
+        out["std"] = statistics.stdev(finite) if len(finite) > 1 else None
+    return out
+
+
+def _spec_info(name: str) -> dict | None:
+    """What the registry says about a tokenizer (plain data; the registry never builds a model on import)."""
+    try:
+        from vision_tokenizers.registry import SPECS
+    except Exception:  # the report must build from JSONL alone, e.g. on a machine without torch
+        return None
+    spec = SPECS.get(name)
+    if spec is None:
+        return None
+    return {"family": spec.family, "kind": spec.kind, "resolution": spec.resolution, "num_tokens": spec.num_tokens,
+            "codebook_size": spec.codebook_size, "bits_per_token": spec.bits_per_token,
+            "bits_per_pixel": spec.bits_per_pixel, "description": spec.description,
+            "published": dict(spec.published) if spec.published else None}
+
+
+def aggregate(records: Iterable[Mapping] | str | os.PathLike) -> dict:
+    """Dedupe records and reduce them to per-tokenizer numbers (the content of report.json).
+
+    Returns {"runs", "tokenizers": {name: {...}}, "images": [merged image records], "skips", "conventions"}.
+    Every metric that was not computed is absent from "metrics" and has its reason in "missing".
+    """
+    records = _records(records)
+    images = _merge_images(records)
+    datasets: dict[str, dict] = {}
+    timings: dict[tuple, dict] = {}
+    skips: list[tuple[int, Mapping]] = []
+    runs: list[Mapping] = []
+    order: dict[str, None] = {}
+    for seq, rec in enumerate(records):
+        kind = rec.get("type")
+        if rec.get("tokenizer") is not None and kind in ("image", "dataset", "timing", "skip"):
+            order.setdefault(str(rec["tokenizer"]))
+        if kind == "run":
+            runs.append(dict(rec))
+        elif kind == "dataset":
+            cur = datasets.setdefault(str(rec["tokenizer"]), {"metrics": {}, "meta": {}, "seq": {}})
+            for name, value in (rec.get("metrics") or {}).items():
+                cur["metrics"][name] = value
+                cur["seq"][name] = seq
+            cur["meta"].update(rec.get("meta") or {})
+        elif kind == "timing":
+            key = (str(rec["tokenizer"]), rec["stage"], rec.get("batch_size"), rec.get("device"))
+            timings[key] = {**rec, "seq": seq}
+        elif kind == "skip":
+            skips.append((seq, rec))
+    dedup: dict[tuple, tuple[int, Mapping]] = {}
+    for seq, rec in skips:  # the same skip repeated by a rerun is listed once (its latest reason)
+        dedup[(rec.get("tokenizer"), rec.get("what"), rec.get("image_id"))] = (seq, rec)
+    active = [dict(rec) for seq, rec in sorted(dedup.values(), key=lambda s: s[0])
+              if not _skip_superseded(rec, seq, images, datasets, timings)]
+    for rec in active:
+        rec.pop("ts", None)
+
+    tokenizers = {name: _aggregate_tokenizer(name, images, datasets.get(name), timings, active) for name in order}
+    image_rows = sorted(({k: v for k, v in rec.items() if k != "seq"} for rec in images.values()),
+                        key=lambda r: (list(order).index(r["tokenizer"]), r["image_id"]))
+    return {"generated": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "runs": [{k: v for k, v in r.items() if k != "ts"} for r in runs],
+            "tokenizers": tokenizers, "images": image_rows, "skips": active, "conventions": list(CONVENTIONS)}
+
+
+def _skip_reason(skips: list[Mapping], tokenizer: str, *whats: str) -> str | None:
+    """The reason of the latest skip for `tokenizer` (or for every tokenizer) whose `what` is one of `whats`."""
+    for rec in reversed(skips):
+        if rec.get("what") in whats and rec.get("tokenizer") in (tokenizer, None):
+            return str(rec.get("reason", ""))
+    return None
+
+
+def _aggregate_tokenizer(name: str, images: dict, dataset: dict | None, timings: dict, skips: list) -> dict:
+    rows = [rec for (tok, _), rec in images.items() if tok == name]
+    tok_skip = _skip_reason([s for s in skips if s.get("tokenizer") == name], name, "tokenizer")
+    names = list(dict.fromkeys([*QUALITY, "bpp", *sorted({m for r in rows for m in r["metrics"]})]))
+    metrics = {}
+    missing = {}
+    for metric in names:
+        values = [r["metrics"][metric] for r in rows if r["metrics"].get(metric) is not None]
+        if values:
+            metrics[metric] = _stats(values)
+        elif metric != "bpp":
+            missing[metric] = tok_skip or _skip_reason(skips, name, f"metric:{metric}")
+    dataset_metrics = {k: v for k, v in (dataset or {}).get("metrics", {}).items() if v is not None}
+    for metric in ("fid", *TOKEN_STATS):
+        if metric not in dataset_metrics:
+            missing[metric] = tok_skip or _skip_reason(skips, name, f"metric:{metric}")
+    timing = {}
+    for stage in STAGES:
+        candidates = [t for k, t in timings.items() if k[0] == name and k[1] == stage]
+        if not candidates:
+            missing[stage] = tok_skip or _skip_reason(skips, name, f"timing:{stage}", "timing", "metric:timing",
+                                                      "metric:speed", "speed")
+            continue
+        t = max(candidates, key=lambda t: t["seq"])  # the latest measurement
+        batch = max(int(t.get("batch_size") or 1), 1)
+        median, iqr = float(t["median_s"]), float(t.get("iqr_s") or 0.0)
+        timing[stage] = {"per_image_s": median / batch, "iqr_per_image_s": iqr / batch,
+                         "images_per_s": batch / median if median > 0 else None, "batch_size": batch,
+                         "median_s": median, "iqr_s": iqr, "rounds": t.get("rounds"), "device": t.get("device")}
+    spec = _spec_info(name)
+    resolutions = sorted({int(r["resolution"]) for r in rows if r.get("resolution") is not None})
+    bpp = metrics.get("bpp", {}).get("mean")
+    if bpp is None:
+        bpp = dataset_metrics.get("bpp", spec["bits_per_pixel"] if spec else None)
+    return {
+        "status": "skipped" if tok_skip and not rows else "ok",
+        "skip_reason": tok_skip,
+        "n_images": len(rows),
+        "datasets": sorted({str(r["dataset"]) for r in rows if r.get("dataset") is not None}),
+        "resolution": resolutions[0] if len(resolutions) == 1 else (resolutions or (spec or {}).get("resolution")),
+        "metrics": metrics,
+        "dataset_metrics": dataset_metrics,
+        "dataset_meta": dict((dataset or {}).get("meta", {})),
+        "bpp": bpp,
+        "timing": timing,
+        "missing": {k: v for k, v in missing.items()},
+        "spec": spec,
+        "published": spec["published"] if spec else None,
+    }

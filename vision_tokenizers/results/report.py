@@ -1,0 +1,51 @@
+"""The entry point: rebuild every artefact of a report directory from its records."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from vision_tokenizers.results.aggregate import aggregate
+from vision_tokenizers.results.constants import GRID_IMAGES, RECORDS_GLOB
+from vision_tokenizers.results.grids import make_grid
+from vision_tokenizers.results.plots import plot_summary
+from vision_tokenizers.results.store import read_records, record_files
+from vision_tokenizers.results.tables import write_csv, write_json, write_markdown
+
+
+def build_report(report_dir: str | os.PathLike, *, max_images: int = GRID_IMAGES) -> dict[str, Path]:
+    """Rebuild every artefact of `report_dir` from its `records*.jsonl`; returns {name: path} of what was written.
+
+    The CSV and report.json are written first. A failing plot or grid does not stop the rest: its error is
+    warned about and listed in summary.md and report.json (``errors``), never silently dropped.
+    """
+    report_dir = Path(report_dir)
+    if not record_files(report_dir):
+        raise FileNotFoundError(f"no {RECORDS_GLOB} in {report_dir}")
+    report = aggregate(read_records(report_dir))
+    files: dict[str, Path] = {"csv": write_csv(report, report_dir / "benchmark_results.csv")}
+    errors: list[str] = []
+
+    def attempt(key: str, fn, *args, **kwargs) -> None:
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported in summary.md / report.json and warned
+            errors.append(f"{key}: {type(exc).__name__}: {exc}")
+            warnings.warn(f"vtok report: {key} failed: {exc!r}", stacklevel=2)
+            return
+        if out is not None:
+            files[key] = out
+
+    attempt("summary_png", plot_summary, report, report_dir / "summary.png")
+    attempt("grid", make_grid, report, report_dir, report_dir / "grid.png", max_images=max_images)
+    resolutions = sorted({r["resolution"] for r in report["images"] if r.get("recon") and r.get("resolution")})
+    if len(resolutions) > 1:
+        for res in resolutions:
+            attempt(f"grid_{res}", make_grid, report, report_dir, report_dir / f"grid_{res}.png", resolution=res,
+                    max_images=max_images)
+    files["json"] = report_dir / "report.json"
+    files["markdown"] = report_dir / "summary.md"
+    write_json(report, files["json"], files, errors)
+    write_markdown(report, files["markdown"], {k: v for k, v in files.items() if k != "markdown"}, errors)
+    return files

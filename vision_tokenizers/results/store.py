@@ -1,0 +1,126 @@
+"""The append-only JSONL record store: write, list and read record files, merge image records, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from vision_tokenizers.results.constants import RECORDS_FILE, RECORDS_GLOB
+
+
+def append_record(path: str | os.PathLike, obj: Mapping[str, Any]) -> None:
+    """Append one record as one JSON line (a single O_APPEND write, flushed), creating the file if needed.
+
+    If the file ends in a partial line (a killed writer), a newline is written first so the partial line stays a
+    single malformed line and this record stays intact.
+    """
+    if "type" not in obj:
+        raise ValueError(f"record without 'type': {obj!r}")
+    line = json.dumps(_jsonable(dict(obj)), ensure_ascii=False, separators=(",", ":")) + "\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def record_files(path: str | os.PathLike) -> list[Path]:
+    """The record files of a report directory (`records*.jsonl`, main file first), or [path] for a file."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(path.glob(RECORDS_GLOB), key=lambda p: (p.name != RECORDS_FILE, p.name))
+    return [path] if path.exists() else []
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """All records of a JSONL file, or of every `records*.jsonl` in a directory, oldest first.
+
+    A truncated last line (a run killed mid-write) is dropped with a warning; a malformed line elsewhere is dropped
+    with a warning too; every other line is kept. Records of several files are merged by their ``ts`` (records
+    without one keep their place after the previous record of their file).
+    """
+    keyed: list[tuple[float, int, int, dict]] = []
+    for file_index, file in enumerate(record_files(path)):
+        data = file.read_bytes().decode("utf-8", errors="replace")
+        lines = data.split("\n")
+        last_ts = 0.0
+        for line_index, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                where = "truncated last line" if line_index == len(lines) - 1 else f"malformed line {line_index + 1}"
+                warnings.warn(f"{file}: ignoring {where} ({exc}): {line[:80]!r}", stacklevel=2)
+                continue
+            ts = obj.get("ts")
+            if isinstance(ts, (int, float)) and math.isfinite(ts):
+                last_ts = max(last_ts, float(ts))
+            keyed.append((last_ts, file_index, line_index, obj))
+    keyed.sort(key=lambda k: k[:3])
+    return [k[3] for k in keyed]
+
+
+def _records(records: Iterable[Mapping] | str | os.PathLike) -> list[Mapping]:
+    return read_records(records) if isinstance(records, (str, os.PathLike)) else list(records)
+
+
+def completed_images(records: Iterable[Mapping] | str | os.PathLike, tokenizer: str,
+                     metrics: Iterable[str] = ()) -> set[str]:
+    """Image ids that already have an image record for `tokenizer` (with every metric in `metrics`, if given).
+
+    `records` is a list of records or a path (file or report directory); a rerun skips these ids to resume.
+    """
+    needed = set(metrics)
+    images = _merge_images(_records(records))
+    return {image_id for (tok, image_id), rec in images.items()
+            if tok == tokenizer and needed <= {k for k, v in rec["metrics"].items() if v is not None}}
+
+
+def _merge_images(records: list[Mapping]) -> dict[tuple[str, str], dict]:
+    """(tokenizer, image_id) -> merged image record: later records override earlier ones metric by metric."""
+    out: dict[tuple[str, str], dict] = {}
+    for seq, rec in enumerate(records):
+        if rec.get("type") != "image":
+            continue
+        key = (str(rec["tokenizer"]), str(rec["image_id"]))
+        cur = out.setdefault(key, {"tokenizer": key[0], "image_id": key[1], "dataset": None, "resolution": None,
+                                   "metrics": {}, "recon": None, "original": None, "seq": {}})
+        for field in ("dataset", "resolution", "recon", "original"):
+            if rec.get(field) is not None:
+                cur[field] = rec[field]
+        for name, value in (rec.get("metrics") or {}).items():
+            cur["metrics"][name] = value
+            cur["seq"][name] = seq
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON: numpy / torch scalars become floats, non-finite floats become null (report.json is strict)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return obj.as_posix()
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "item"):  # numpy / torch scalar
+        return _jsonable(obj.item())
+    return str(obj)
