@@ -67,3 +67,14 @@ def test_taef2_strict_load_rejects_wrong_architecture():
     state = torch.load(shared_path("weights", "taesd", "taef2_encoder.pth"), weights_only=True)
     with pytest.raises(RuntimeError, match="Unexpected key"):
         TinyEncoder(32, norm_branch=False).load_state_dict(state, strict=True)
+
+
+def test_truncated_checkpoint_is_a_one_line_unusable_weights_error(tmp_path):
+    golden = shared_path("golden", "magvit2")
+    (tmp_path / "magvit2").mkdir()
+    (tmp_path / "magvit2" / "config.json").write_bytes((golden / "config.json").read_bytes())
+    (tmp_path / "magvit2" / "magvit2_tiny.ckpt").write_bytes((golden / "magvit2_tiny.ckpt").read_bytes()[:50_000])
+    with pytest.raises(vt.WeightsUnavailable) as info:
+        vt.load("magvit2_tiny", weights_dir=tmp_path, offline=True)
+    message = str(info.value)
+    assert "\n" not in message and "unreadable" in message and "magvit2_tiny.ckpt" in message

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from vision_tokenizers.spec import TokenizerSpec, WeightFile
-from vision_tokenizers.weights import resolve_weights
+from vision_tokenizers.weights import WeightsUnavailable, resolve_weights
 
 FAMILY_MODULES = {
     "sd_vae": "vision_tokenizers.sd_vae",
@@ -114,4 +114,13 @@ def load(name: str, device: str | torch.device = "cpu", dtype: torch.dtype | str
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     files = resolve_weights(spec, weights_dir, offline)
     module = importlib.import_module(FAMILY_MODULES[spec.family])
-    return module.build(spec, files, torch.device(device), dtype)
+    try:
+        return module.build(spec, files, torch.device(device), dtype)
+    except (WeightsUnavailable, NotImplementedError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as exc:  # truncated downloads, wrong files, mismatched keys: all "these weights are unusable"
+        first_line = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        paths = ", ".join(str(p) for p in files.values())
+        raise WeightsUnavailable(
+            f"weights for {name} unreadable ({type(exc).__name__}: {first_line}): {paths}; delete the file(s) "
+            "to download them again, or replace them with the released files") from exc
