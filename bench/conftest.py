@@ -8,7 +8,8 @@ import pytest
 
 from vision_tokenizers import metrics as M
 from vision_tokenizers.base import tensor01_to_pil
-from vision_tokenizers.evaluate import BatchResult, Evaluation, evaluate
+from vision_tokenizers.evaluate import PIXEL_METRICS, BatchResult, Evaluation, evaluate
+from vision_tokenizers.results import read_records
 
 
 def _metric_or_skip(factory, what: str, record, device, offline: bool):
@@ -23,6 +24,35 @@ def _metric_or_skip(factory, what: str, record, device, offline: bool):
 def lpips_metric(record, device, request):
     """(LPIPS or None, reason it is unavailable)."""
     return _metric_or_skip(M.LPIPS, "lpips", record, device, request.config.getoption("offline"))
+
+
+def resume_evaluation(report_dir, tokenizer_name: str, dataset: str, resolution: int, ids: list[str],
+                      image_metrics: list[str], dataset_metrics: list[str]) -> Evaluation | None:
+    """The evaluation already recorded in `report_dir` for exactly these images, or None if anything is missing.
+
+    A rerun into the same --report-dir does not reconstruct a tokenizer again once all its image records and its
+    dataset record (same dataset, resolution and n, with every metric now computable) are there.
+    """
+    if not report_dir.is_dir():
+        return None
+    images: dict[str, dict] = {}
+    dataset_record = None
+    for rec in read_records(report_dir):
+        if rec.get("tokenizer") != tokenizer_name:
+            continue
+        if rec.get("type") == "image" and rec.get("dataset") == dataset and rec.get("resolution") == resolution:
+            images[rec["image_id"]] = rec.get("metrics") or {}
+        meta = rec.get("meta") or {}
+        if rec.get("type") == "dataset" and (meta.get("dataset"), meta.get("resolution"), meta.get("n")) == (
+                dataset, resolution, len(ids)):
+            dataset_record = rec
+    if dataset_record is None or any(
+            i not in images or any(images[i].get(m) is None for m in image_metrics) for i in ids):
+        return None
+    if any(dataset_record["metrics"].get(m) is None for m in dataset_metrics):
+        return None
+    return Evaluation(tokenizer_name, per_image={i: images[i] for i in ids},
+                      dataset_metrics=dict(dataset_record["metrics"]), dataset_meta=dict(dataset_record["meta"]))
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +76,14 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, device, lpips
     if not ids:
         pytest.fail(f"no readable image in dataset {images.name}: {len(images.bad)} unreadable, "
                     f"{len(images.paths)} files")
+    needed = [*PIXEL_METRICS, "bpp"] + (["lpips"] if lpips else [])
+    resumed = resume_evaluation(record.report_dir, tokenizer_name, images.name, resolution, ids, needed,
+                                ["bpp"] + (["fid"] if fid else []))
+    if resumed is not None:
+        warnings.warn(f"{tokenizer_name}: resumed {len(ids)} images from {record.report_dir}", UserWarning,
+                      stacklevel=1)
+        resumed.skipped.update({k: v for k, v in (("lpips", lpips_reason), ("fid", fid_reason)) if v})
+        return resumed
     saved = 0
 
     def store(batch: BatchResult) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, shared_path
+from vision_tokenizers.results import read_records
 
 
 def run_bench(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -19,6 +20,10 @@ def run_bench(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VTOK_"))}
     return subprocess.run([sys.executable, "-m", "pytest", "bench", "-p", "no:cacheprovider", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+
+
+def image_records(report: Path) -> int:
+    return sum(r["type"] == "image" for r in read_records(report))
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +88,15 @@ def test_tiny_golden_checkpoints_run_the_whole_benchmark(tmp_path):
     assert {r["tokenizer"] for r in rows} == {"magvit2_tiny", "titok_tiny"}
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert "codebook_usage" in json.dumps(report)
+
+
+def test_rerun_into_the_same_report_dir_resumes(taef2_run):
+    _, report, tmp = taef2_run
+    before = image_records(report)
+    assert before == 3
+    proc = run_bench("--tokenizers", "taef2_512", "--dataset", str(tmp / "images"), "--resolution", "64",
+                     "--weights-dir", str(shared_path("weights")), "--offline", "--report-dir", str(report),
+                     "-k", "reconstruction")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "taef2_512: resumed 3 images" in proc.stdout
+    assert image_records(report) == before  # nothing recomputed
