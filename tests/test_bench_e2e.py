@@ -100,3 +100,14 @@ def test_rerun_into_the_same_report_dir_resumes(taef2_run):
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "taef2_512: resumed 3 images" in proc.stdout
     assert image_records(report) == before  # nothing recomputed
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--tokenizers", "nope_256"), "--tokenizers: unknown nope_256"),
+    (("--dataset", "/no/such/folder"), "--dataset /no/such/folder: not 'samples', 'coco' or an existing folder"),
+    (("--thresholds", "/no/such/gates.yaml"), "--thresholds /no/such/gates.yaml: cannot read"),
+])
+def test_bad_options_are_one_usage_error(args, message):
+    proc = run_bench(*args)
+    assert proc.returncode == 4
+    assert message in proc.stderr and proc.stderr.count("ERROR") == 1
