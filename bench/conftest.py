@@ -7,7 +7,6 @@ import warnings
 import pytest
 
 from vision_tokenizers import metrics as M
-from vision_tokenizers.base import tensor01_to_pil
 from vision_tokenizers.evaluate import PIXEL_METRICS, BatchResult, Evaluation, evaluate
 from vision_tokenizers.results import read_records
 
@@ -93,10 +92,10 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, device, lpips
             if save_limit < 0 or saved < save_limit:
                 original = f"originals/{resolution}/{image_id}.png"
                 if (resolution, image_id) not in _saved_originals:
-                    record.save_image(tensor01_to_pil(batch.original[i:i + 1].float() / 255)[0], original)
+                    record.save_image(batch.original[i], original)  # uint8 CHW, saved as is
                     _saved_originals.add((resolution, image_id))
                 recon = f"recon/{tokenizer_name}/{image_id}.png"
-                record.save_image(tensor01_to_pil(batch.reconstruction[i:i + 1].float() / 255)[0], recon)
+                record.save_image(batch.reconstruction[i], recon)
                 paths = {"original": original, "recon": recon}
                 saved += 1
             record.image(tokenizer=tokenizer_name, image_id=image_id, dataset=images.name, resolution=resolution,

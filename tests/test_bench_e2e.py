@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.helpers import REPO, shared_path
+from vision_tokenizers.images import center_crop_resize, load_image
 from vision_tokenizers.results import read_records
 
 
@@ -66,6 +69,9 @@ def test_report_files_and_bad_image(taef2_run):
     assert sorted(r["image_id"] for r in rows) == sorted(p.stem for p in shared_path(
         "images", "coco_val2017").glob("*.jpg"))[:3]
     assert all(float(r["psnr"]) > 10 for r in rows)
+    first = sorted(shared_path("images", "coco_val2017").glob("*.jpg"))[0]
+    saved = np.asarray(Image.open(report / "originals" / "64" / f"{first.stem}.png"))
+    np.testing.assert_array_equal(saved, np.asarray(center_crop_resize(load_image(first), 64)))  # lossless PNGs
     summary = (report / "summary.md").read_text()
     assert "broken.jpg" in summary and "cannot be decoded" in summary
     assert "broken.jpg: cannot be decoded as an image" in proc.stdout  # one warning line, the run went on
