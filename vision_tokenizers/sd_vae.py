@@ -11,19 +11,18 @@ from pathlib import Path
 
 import torch
 
+from tok.taesd import scale_latents, unscale_latents
 from vision_tokenizers.base import BaseTokenizer
 from vision_tokenizers.spec import TokenizerSpec
 
-LATENT_MAGNITUDE = 3.0
-LATENT_SHIFT = 0.5
-
 
 def quantize_latents(scaled: torch.Tensor) -> torch.Tensor:
-    return scaled.div(2 * LATENT_MAGNITUDE).add(LATENT_SHIFT).clamp(0, 1).mul(255).round().to(torch.uint8)
+    """Scaled latents -> uint8 (the TAESD / AutoencoderTiny [0,1] mapping, then round(x * 255))."""
+    return scale_latents(scaled).mul(255).round().to(torch.uint8)
 
 
 def dequantize_latents(q: torch.Tensor) -> torch.Tensor:
-    return q.float().div(255).sub(LATENT_SHIFT).mul(2 * LATENT_MAGNITUDE)
+    return unscale_latents(q.float().div(255))
 
 
 class SDVAE(BaseTokenizer):
