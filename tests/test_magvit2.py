@@ -191,15 +191,20 @@ def test_missing_weight_and_unknown_key_raise(tok, ckpt_sd):
         load_magvit2_state_dict(no_ema, fresh_model(tok))
 
 
-class _Opaque:  # not on torch's weights_only allow-list
-    pass
+class _Opaque:  # not on torch's weights_only allow-list: stands for Lightning's AttributeDict, callbacks...
+    def __init__(self):
+        self.lr = 1e-4
 
 
-def test_refuses_unsafe_pickle(tok, tmp_path):
-    path = tmp_path / "unsafe.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": _Opaque()}, path)
-    with pytest.raises(CheckpointError, match="weights_only=True"):
-        load_magvit2_checkpoint(path, fresh_model(tok))
+def test_lightning_checkpoint_with_training_state_loads(tok, ckpt_sd, tmp_path):
+    """Released .ckpt files carry hyper_parameters, callbacks and optimizer state: the tensors load anyway."""
+    path = tmp_path / "with_state.ckpt"
+    torch.save({"state_dict": ckpt_sd, "hyper_parameters": _Opaque(), "callbacks": {"ModelCheckpoint": _Opaque()},
+                "optimizer_states": [{"state": {0: {"exp_avg": torch.zeros(2)}}}], "epoch": 3}, path)
+    model = fresh_model(tok)
+    load_magvit2_checkpoint(path, model)
+    for name, value in tok.model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
 
 
 # --- the released full-size structure ---------------------------------------------------------------------------

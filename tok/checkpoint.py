@@ -32,6 +32,10 @@ _CODE_RUNNERS = ("builtins.eval", "builtins.exec", "builtins.compile", "builtins
 class CheckpointError(RuntimeError):
     """A weight file that cannot be used: unreadable, not the expected layout, or not matching the model."""
 
+    def one_line(self, limit: int = 240) -> str:
+        text = " ".join(str(self).split())
+        return text if len(text) <= limit else text[:limit - 1] + "…"
+
 
 class Inert:
     """Stand-in for a global named in a checkpoint that torch's safe unpickler does not allow.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
-from vision_tokenizers.images import center_crop_resize
+from vision_tokenizers.images import prepare_image
 from vision_tokenizers.spec import TokenizerSpec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,50 +40,103 @@ class VisionTokenizer(Protocol):
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor: ...
     def encode(self, pixels: torch.Tensor) -> torch.Tensor: ...
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
     def postprocess(self, pixels: torch.Tensor) -> list[Image.Image]: ...
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def image_seed(run_seed: int, image_id: str) -> int:
+    """The seed of one image's sampling: a function of (run seed, image id) only, never of batch, order or worker."""
+    digest = hashlib.sha256(f"{run_seed}:{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def image_generators(run_seed: int, image_ids: Sequence[str], device: torch.device | str = "cpu") -> list:
+    """One seeded generator per image (see `image_seed`)."""
+    return [torch.Generator(device=device).manual_seed(image_seed(run_seed, i)) for i in image_ids]
+
+
+def resize_to(pixels: torch.Tensor, size: int, how: str) -> torch.Tensor:
+    """Square resize as the model does it: `how` is "bilinear", "bicubic" (..."-antialias" to antialias)."""
+    if pixels.shape[-2:] == (size, size):
+        return pixels
+    mode, _, antialias = how.partition("-")
+    return F.interpolate(pixels, size=(size, size), mode=mode, align_corners=False, antialias=antialias == "antialias")
+
+
 class BaseTokenizer:
-    """Shared plumbing. Subclasses implement `_encode` / `_decode` in the model's own range.
+    """Shared plumbing. Subclasses implement `_encode` / `_decode` in the model's own pixel range (`spec.pixel_range`).
 
     At the interface pixels are (B,3,H,W) float in [0,1] on any device; `encode` moves them to the model's
-    device/dtype, `decode` returns float32 in [0,1] (clamped) on the model's device.
+    device/dtype, resizes to `spec.encoder_resolution` when set, and converts to the model's range. `decode` takes the
+    model's output back to float32 [0,1] (clamped) on the model's device. Sampling tokenizers (`spec.stochastic`)
+    receive a generator (or one per image) in `_decode`.
     """
 
-    def __init__(self, spec: TokenizerSpec, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, spec: TokenizerSpec, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 settings: Mapping[str, Any] | None = None):
         self.spec = spec
         self.device = torch.device(device)
         self.dtype = dtype
+        self.settings: dict[str, Any] = dict(spec.settings if settings is None else settings)
+
+    def prepare(self, module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+        """Move a network to the tokenizer's device and dtype, in eval mode, without gradients: done once, here.
+
+        A network that keeps some parts in fp32 (e.g. codebooks searched by nearest neighbour) defines
+        `cast(device, dtype)`, which is used instead of `.to`.
+        """
+        dtype = dtype or self.dtype
+        cast = getattr(module, "cast", None)
+        module = cast(self.device, dtype) if callable(cast) else module.to(device=self.device, dtype=dtype)
+        return module.eval().requires_grad_(False)
 
     @property
     def resolution(self) -> int:
         return self.spec.resolution
 
-    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
-        return pil_to_tensor01([center_crop_resize(im, self.resolution) for im in images])
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images -> (B,3,R,R) float [0,1]: the same ADM crop the benchmark's datasets use (`prepare_image`)."""
+        return pil_to_tensor01([prepare_image(im, self.resolution) for im in images])
 
     def postprocess(self, pixels: torch.Tensor) -> list[Image.Image]:
         return tensor01_to_pil(pixels)
+
+    def to_model_range(self, pixels01: torch.Tensor) -> torch.Tensor:
+        low, high = self.spec.pixel_range
+        return pixels01 if (low, high) == (0.0, 1.0) else pixels01 * (high - low) + low
+
+    def from_model_range(self, pixels: torch.Tensor) -> torch.Tensor:
+        low, high = self.spec.pixel_range
+        pixels = pixels.float()
+        return pixels if (low, high) == (0.0, 1.0) else (pixels - low) / (high - low)
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise ValueError(f"{self.spec.name}: expected (B,3,H,W) pixels in [0,1], got {tuple(pixels.shape)}")
-        return self._encode(pixels.to(self.device, self.dtype))
+        pixels = pixels.to(self.device, self.dtype)
+        if self.spec.encoder_resolution:
+            pixels = resize_to(pixels, self.spec.encoder_resolution, self.spec.encoder_resize)
+        return self._encode(self.to_model_range(pixels))
 
     @torch.inference_mode()
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        out = self._decode(tokens.to(self.device))
-        return out.float().clamp(0, 1)
+    def decode(self, tokens: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """Tokens -> (B,3,H,W) float32 [0,1]. `generator`: one, or one per image, for sampling de-tokenizers."""
+        if isinstance(generator, Sequence) and len(generator) != len(tokens):
+            raise ValueError(f"{self.spec.name}: {len(generator)} generators for a batch of {len(tokens)}")
+        kwargs = {"generator": generator} if self.spec.stochastic else {}
+        return self.from_model_range(self._decode(tokens.to(self.device), **kwargs)).clamp(0, 1)
 
-    def reconstruct(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(pixels))
+    def reconstruct(self, pixels: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        return self.decode(self.encode(pixels), generator)
 
-    def _encode(self, pixels01: torch.Tensor) -> torch.Tensor:
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _decode(self, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vision_tokenizers.images import BadImage, center_crop_resize, list_images, load_image
+from vision_tokenizers.images import BadImage, list_images, load_image, prepare_image
 
 # Real RGB photographs shipped inside scikit-image (no download needed).
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
@@ -68,7 +68,7 @@ class ImageSet:
                     self.bad[self.image_id(path)] = str(exc)
                     continue
                 ids.append(self.image_id(path))
-                arrays.append(np.asarray(center_crop_resize(image, resolution)))
+                arrays.append(np.asarray(prepare_image(image, resolution)))
             stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() if arrays else \
                 torch.empty(0, 3, resolution, resolution, dtype=torch.uint8)
             self._cache[resolution] = (ids, stacked)

@@ -41,6 +41,11 @@ def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def prepare_image(image: Image.Image, resolution: int) -> Image.Image:
+    """The one preprocessing path of the benchmark and the interface: RGB, ADM centre crop at `resolution`."""
+    return center_crop_resize(image.convert("RGB"), resolution)
+
+
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from tok.checkpoint import CheckpointError
 from vision_tokenizers.spec import TokenizerSpec, WeightFile
 from vision_tokenizers.weights import WeightsUnavailable, resolve_weights
 
@@ -43,12 +45,13 @@ _MAGVIT2_256_CONFIG = {
 SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
     TokenizerSpec(
         name="vae_sd_mse_512", family="sd_vae", resolution=512, kind="continuous", token_shape=(4, 64, 64),
-        bits_per_token=32, weights=_SD_VAE_FILES, config={"quantize_bits": None},
+        bits_per_token=32, weights=_SD_VAE_FILES, config={"quantize_bits": None}, pixel_range=(-1.0, 1.0),
         description="SD VAE ft-MSE (diffusers AutoencoderKL), posterior mode, fp32 latents",
     ),
     TokenizerSpec(
         name="vae_sd_mse_q8_512", family="sd_vae", resolution=512, kind="continuous", token_shape=(4, 64, 64),
         bits_per_token=8, codebook_size=256, weights=_SD_VAE_FILES, config={"quantize_bits": 8},
+        pixel_range=(-1.0, 1.0),
         description="SD VAE ft-MSE, latents x0.18215 mapped to uint8 like AutoencoderTiny.scale_latents",
         published={"psnr": 24.92, "ssim": 0.6953, "lpips": 0.0830, "fid": 12.45, "decode_s": 0.070},
     ),
@@ -59,7 +62,7 @@ SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
     ),
     TokenizerSpec(
         name="magvit2_256", family="magvit2", resolution=256, kind="discrete", token_shape=(16, 16),
-        bits_per_token=18, codebook_size=262144, config=_MAGVIT2_256_CONFIG,
+        bits_per_token=18, codebook_size=262144, config=_MAGVIT2_256_CONFIG, pixel_range=(-1.0, 1.0),
         weights=(WeightFile("imagenet_256_L.ckpt", local_dir="magvit2",
                             repo_id="TencentARC/Open-MAGVIT2-Tokenizer-256-resolution"),),
         description="Open-MAGVIT2 IN256-L, LFQ with 2^18 codes, EMA weights",
@@ -76,7 +79,7 @@ SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
     # Tiny models in the released file layouts (../shared/golden): same code paths, random weights.
     TokenizerSpec(
         name="magvit2_tiny", family="magvit2", resolution=64, kind="discrete", token_shape=(16, 16),
-        bits_per_token=6, codebook_size=64, tiny=True,
+        bits_per_token=6, codebook_size=64, tiny=True, pixel_range=(-1.0, 1.0),
         weights=(WeightFile("magvit2_tiny.ckpt", local_dir="magvit2"), WeightFile("config.json", local_dir="magvit2")),
         description="Open-MAGVIT2 architecture, tiny random config (golden checkpoint)",
     ),
@@ -103,24 +106,28 @@ def get_spec(name: str) -> TokenizerSpec:
 
 
 def load(name: str, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
-         weights_dir: str | Path | None = None, offline: bool | None = None):
+         weights_dir: str | Path | None = None, offline: bool | None = None, *, preset: str | None = None,
+         settings: dict[str, Any] | None = None):
     """Build tokenizer `name` with its weights (local folder, hub cache or download; sha256-checked).
 
-    Raises `WeightsUnavailable` with a one-line message when the files cannot be had.
+    `preset` / `settings` choose generation settings of sampling de-tokenizers (defaults in the spec).
+    Raises `WeightsUnavailable` with a one-line message when the files cannot be had or are unusable (missing,
+    truncated, wrong checksum, not matching the network). Any other exception is a bug and propagates as it is.
     """
     from vision_tokenizers.base import DTYPES
 
     spec = get_spec(name)
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    chosen = spec.resolved_settings(preset, settings)
     files = resolve_weights(spec, weights_dir, offline)
     module = importlib.import_module(FAMILY_MODULES[spec.family])
     try:
-        return module.build(spec, files, torch.device(device), dtype)
-    except (WeightsUnavailable, NotImplementedError, torch.cuda.OutOfMemoryError):
-        raise
-    except Exception as exc:  # truncated downloads, wrong files, mismatched keys: all "these weights are unusable"
-        first_line = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        tokenizer = module.build(spec, files, torch.device(device), dtype)
+    except CheckpointError as exc:
         paths = ", ".join(str(p) for p in files.values())
         raise WeightsUnavailable(
-            f"weights for {name} unreadable ({type(exc).__name__}: {first_line}): {paths}; delete the file(s) "
-            "to download them again, or replace them with the released files") from exc
+            f"weights for {name} unreadable ({exc.one_line()}): {paths}; delete the file(s) to download them "
+            "again, or replace them with the released files") from exc
+    tokenizer.settings = chosen
+    tokenizer.weight_files = {k: str(v) for k, v in files.items()}
+    return tokenizer

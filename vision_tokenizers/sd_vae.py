@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from tok.diffusers_io import load_diffusers_model
 from tok.taesd import scale_latents, unscale_latents
 from vision_tokenizers.base import BaseTokenizer
 from vision_tokenizers.spec import TokenizerSpec
@@ -26,27 +27,28 @@ def dequantize_latents(q: torch.Tensor) -> torch.Tensor:
 
 
 class SDVAE(BaseTokenizer):
+    """Pixels in [-1,1] (spec.pixel_range); latents (B,4,H/8,W/8) fp32 or uint8."""
+
     def __init__(self, spec: TokenizerSpec, vae, device: torch.device, dtype: torch.dtype):
         super().__init__(spec, device, dtype)
-        self.vae = vae.to(device).eval()
+        self.vae = self.prepare(vae)
         self.scaling_factor = float(vae.config.scaling_factor)
         self.quantize_bits = spec.config.get("quantize_bits")
 
-    def _encode(self, pixels01: torch.Tensor) -> torch.Tensor:
-        latents = self.vae.encode(pixels01 * 2 - 1).latent_dist.mode()
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        latents = self.vae.encode(pixels).latent_dist.mode()
         if self.quantize_bits is None:
             return latents.float()
         return quantize_latents(latents.float() * self.scaling_factor)
 
     def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
         latents = tokens.float() if self.quantize_bits is None else dequantize_latents(tokens) / self.scaling_factor
-        images = self.vae.decode(latents.to(self.dtype)).sample
-        return (images.float() + 1) / 2
+        return self.vae.decode(latents.to(self.dtype)).sample
 
 
 def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> SDVAE:
     from diffusers import AutoencoderKL
 
     folder = files["config.json"].parent  # a local folder or the hub snapshot: both files sit side by side
-    vae = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False)
+    vae = load_diffusers_model(AutoencoderKL, folder, torch_dtype=dtype)
     return SDVAE(spec, vae, device, dtype)

@@ -36,6 +36,13 @@ class TokenizerSpec:
     kind: "discrete" (integer ids from a codebook) or "continuous" (latents, possibly quantised to fixed bits).
     token_shape: shape of one image's tokens (without the batch dimension).
     bits_per_token: log2(codebook_size) for discrete ids, the storage bits of one latent element otherwise.
+    pixel_range: what the network reads and writes; `BaseTokenizer` converts from/to [0,1] at the interface.
+    encoder_resolution / encoder_resize: the encoder's own input size when it differs from `resolution` (the crop
+        the benchmark compares at), and how the model resizes to it (`"bilinear-antialias"`, `"bilinear"`, ...).
+    stochastic: decoding samples (AR / diffusion de-tokenizers): `decode` takes per-image generators.
+    settings: named generation settings with their defaults (steps, guidance, temperature, top_k...), recorded
+        with every result; `presets` names alternative settings (e.g. "upstream").
+    shared: names of sub-models that other specs may share (loaded once per run, keyed by their files).
     """
 
     name: str
@@ -50,6 +57,32 @@ class TokenizerSpec:
     description: str = ""
     tiny: bool = False
     published: dict[str, float] | None = None
+    pixel_range: tuple[float, float] = (0.0, 1.0)
+    encoder_resolution: int | None = None
+    encoder_resize: str = "bilinear-antialias"
+    stochastic: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def resolved_settings(self, preset: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults, then a named preset, then explicit overrides; unknown names are an error, not ignored."""
+        if preset is not None and preset not in self.presets:
+            raise ValueError(f"{self.name}: unknown preset {preset!r}; known: {', '.join(self.presets) or 'none'}")
+        out = {**self.settings, **(self.presets.get(preset, {}) if preset else {})}
+        unknown = sorted(set(overrides or {}) - set(out))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(out) or 'none (this tokenizer has no generation settings)'}")
+        return {**out, **(overrides or {})}
+
+    def facts(self) -> dict[str, Any]:
+        """What a report needs to know about this tokenizer, as plain JSON data (written into the run's records)."""
+        return {"family": self.family, "kind": self.kind, "resolution": self.resolution,
+                "encoder_resolution": self.encoder_resolution, "token_shape": list(self.token_shape),
+                "num_tokens": self.num_tokens, "codebook_size": self.codebook_size,
+                "bits_per_token": self.bits_per_token, "bits_per_pixel": self.bits_per_pixel,
+                "description": self.description, "published": dict(self.published) if self.published else None,
+                "tiny": self.tiny, "stochastic": self.stochastic, "pixel_range": list(self.pixel_range)}
 
     @property
     def num_tokens(self) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from tok.titok import TiTokConfig, TiTokModel, load_titok
+from tok.titok import TiTokConfig, TiTokModel
 from vision_tokenizers.base import BaseTokenizer
 from vision_tokenizers.spec import TokenizerSpec
 
@@ -21,7 +21,7 @@ class TiTok(BaseTokenizer):
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__(spec, device, dtype)
         self.cfg = cfg
-        self.model = model.cast(self.device, dtype)  # codebooks stay fp32: VQ search and pixel mix in fp32
+        self.model = self.prepare(model)  # TiTokModel.cast keeps the codebooks fp32: VQ search and pixel mix
 
     def _encode(self, pixels01: torch.Tensor) -> torch.Tensor:
         size = self.cfg.image_size
@@ -51,6 +51,6 @@ def _check_spec(spec: TokenizerSpec, cfg: TiTokConfig) -> None:
 
 
 def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> TiTok:
-    model, cfg = load_titok(files["config.json"], _weights_file(files), files.get(OVERRIDES_FILE))
-    _check_spec(spec, cfg)
-    return TiTok(spec, model, cfg, device, dtype)
+    model = TiTokModel.from_pretrained(files["config.json"], _weights_file(files), files.get(OVERRIDES_FILE))
+    _check_spec(spec, model.config)
+    return TiTok(spec, model, model.config, device, dtype)

@@ -8,14 +8,17 @@ checkpoint it is `"model_ema." + n.replace(".", "")`. We pick those for our (ups
 
 from __future__ import annotations
 
+import json
 import logging
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from tok.checkpoint import CheckpointError, load_strict, read_checkpoint, state_dict_at
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +32,6 @@ _TRAINING_ONLY_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("model_ema.lossdiscriminator", "EMA shadows of the discriminator", "model_ema.lossdiscriminator"),
 )
 _EMA_SCALARS = ("model_ema.decay", "model_ema.num_updates")
-
-
-class CheckpointError(RuntimeError):
-    """The checkpoint cannot be loaded safely or does not match the model; the message says why."""
 
 
 @dataclass
@@ -56,19 +55,29 @@ def ema_name(param_name: str) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """`ck["state_dict"]` of a Lightning checkpoint, loaded with `weights_only=True` (never unsafe unpickling)."""
-    path = Path(path)
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refusing to load: it holds objects that torch.load(weights_only=True) does not allow "
-            f"({str(exc).splitlines()[0]}). Unpickling arbitrary objects can run code, so there is no unsafe "
-            "fallback. If you trust the file, extract the weights once: "
-            "torch.save({'state_dict': torch.load(p, weights_only=False)['state_dict']}, 'clean.ckpt')") from exc
-    if not isinstance(ck, Mapping) or not isinstance(ck.get("state_dict"), Mapping):
-        raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict' mapping at the top level)")
-    return dict(ck["state_dict"])
+    """`ck["state_dict"]` of a Lightning checkpoint, read without executing code from the file.
+
+    Lightning also stores `hyper_parameters`, callbacks and optimizer state; `tok.checkpoint` reads those as inert
+    placeholders, so the released file loads as it is.
+    """
+    return state_dict_at(read_checkpoint(path), "state_dict", path=path)
+
+
+CONFIG_KEYS = ("ddconfig", "n_embed", "embed_dim", "use_ema")
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The upstream yaml (as JSON, `model.init_args`) -> constructor config; use_ema defaults to False as upstream."""
+    raw = json.loads(Path(path).read_text())
+    init_args = raw.get("model", {}).get("init_args", raw)
+    return check_config({"use_ema": False, **{k: init_args[k] for k in CONFIG_KEYS if k in init_args}})
+
+
+def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    missing = [k for k in CONFIG_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"magvit2 config lacks {', '.join(missing)}")
+    return dict(config)
 
 
 def select_weights(sd: Mapping[str, torch.Tensor], model: nn.Module,
@@ -122,11 +131,7 @@ def load_magvit2_state_dict(sd: Mapping[str, torch.Tensor], model: nn.Module, us
                             assign: bool = False) -> LoadReport:
     """Load an already-read checkpoint state_dict (strict); `assign=True` for a model built on the meta device."""
     weights, report = select_weights(sd, model, use_ema)
-    try:
-        model.load_state_dict(weights, strict=True, assign=assign)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint does not match the model ({'EMA' if use_ema else 'raw'} weights): "
-                              f"{exc}") from exc
+    load_strict(model, weights, what=f"checkpoint ({'EMA' if use_ema else 'raw'} weights)", assign=assign)
     log.info("magvit2: %s", report.summary())
     return report
 

@@ -6,7 +6,8 @@ released state_dict keys (`encoder.*`, `decoder.*`) load with `strict=True`. The
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -260,6 +261,17 @@ class Magvit2Tokenizer(nn.Module):
         self.decoder = Decoder(**ddconfig)
         self.quantize = LFQ(dim=embed_dim, codebook_size=n_embed)
         self.downsample_factor = 2 ** (len(ddconfig["ch_mult"]) - 1)
+
+    @classmethod
+    def from_pretrained(cls, ckpt_path: str | Path, config: Mapping[str, Any]) -> Magvit2Tokenizer:
+        """A released Lightning checkpoint + its config (`read_config` / the spec's copy): EMA weights, strict."""
+        from tok.checkpoint import build_on_meta
+        from tok.magvit2.checkpoint import check_config, load_magvit2_checkpoint
+
+        config = check_config(config)
+        model = build_on_meta(cls, config["ddconfig"], n_embed=config["n_embed"], embed_dim=config["embed_dim"])
+        model.load_report = load_magvit2_checkpoint(ckpt_path, model, use_ema=bool(config["use_ema"]), assign=True)
+        return model.eval().requires_grad_(False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pixels in [-1, 1] -> (quant, indices (B, h, w), pre_quant)."""

@@ -8,8 +8,12 @@ a skip and a ReLU fuse). TAEF2 (FLUX.2) adds, in the three blocks nearest the la
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from tok.checkpoint import load_strict, read_state_dict
 
 WIDTH = 64
 LATENT_MAGNITUDE = 3.0
@@ -47,11 +51,20 @@ class Block(nn.Module):
         return self.fuse(self.conv(x) + self.skip(x))
 
 
+class _FromPretrained:
+    @classmethod
+    def from_pretrained(cls, path: str | Path, latent_channels: int, norm_branch: bool = False):
+        """A released `taef*_{encoder,decoder}.pth` state dict, loaded strictly."""
+        model = cls(latent_channels, norm_branch)
+        load_strict(model, read_state_dict(path), what=str(path))
+        return model.eval().requires_grad_(False)
+
+
 def _stage(n_blocks: int, norm_branch: bool) -> list[nn.Module]:
     return [Block(WIDTH, WIDTH, norm_branch) for _ in range(n_blocks)]
 
 
-class TinyEncoder(nn.Sequential):
+class TinyEncoder(_FromPretrained, nn.Sequential):
     """[0,1] RGB -> raw latents at 1/8 resolution."""
 
     def __init__(self, latent_channels: int = 4, norm_branch: bool = False):
@@ -63,7 +76,7 @@ class TinyEncoder(nn.Sequential):
         super().__init__(*layers)
 
 
-class TinyDecoder(nn.Sequential):
+class TinyDecoder(_FromPretrained, nn.Sequential):
     """Raw latents -> RGB (unclamped, ~[0,1]) at 8x resolution."""
 
     def __init__(self, latent_channels: int = 4, norm_branch: bool = False):

@@ -6,17 +6,14 @@ release so that `load_state_dict(strict=True)` works on its `model.safetensors`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tok.titok.config import TiTokConfig, ViTSize
 from tok.titok.pixel_decoder import PixelCodebook, PixelDecoder
-
-if TYPE_CHECKING:
-    from tok.titok.checkpoint import TiTokConfig
 
 try:  # optional; SDPA already picks flash kernels on CUDA, this only adds the packaged ones
     from flash_attn import flash_attn_func as _flash_attn_func
@@ -25,13 +22,6 @@ except ImportError:
 
 MLP_RATIO = 4
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm default, as upstream; 1e-6 flips token ids
-
-
-@dataclass(frozen=True)
-class ViTSize:
-    width: int
-    num_layers: int
-    num_heads: int
 
 
 class Attention(nn.Module):
@@ -217,6 +207,16 @@ class TiTokModel(nn.Module):
         self.quantize = VectorQuantizer(cfg.codebook_size, cfg.token_size, cfg.use_l2_norm)
         self.pixel_quantize = PixelCodebook(cfg.pixel_codebook_size, cfg.pixel.z_channels)
         self.pixel_decoder = PixelDecoder(cfg.pixel)
+
+    @classmethod
+    def from_pretrained(cls, config_path: str | Path, weights_path: str | Path,
+                        overrides_path: str | Path | None = None) -> TiTokModel:
+        """The release's config.json + model.safetensors (+ hardcoded_overrides.json), loaded strictly."""
+        from tok.titok.checkpoint import load_titok
+
+        model, cfg = load_titok(config_path, weights_path, overrides_path)
+        model.config = cfg
+        return model
 
     def cast(self, device: torch.device | str, dtype: torch.dtype) -> TiTokModel:
         """Move to device/dtype but keep both codebooks in fp32 (the VQ search and the pixel mix run in fp32).
