@@ -23,5 +23,12 @@ def pytest_addoption(parser) -> None:
     group.addoption("--save-images", type=int, default=16,
                     help="save the first N reconstructions (and originals) as PNG for the grids; -1 saves all")
     group.addoption("--thresholds", default=None, help="YAML file of per-tokenizer quality gates")
+    group.addoption("--seed", type=int, default=0,
+                    help="run seed of sampling de-tokenizers; each image is seeded from (seed, image id)")
+    group.addoption("--preset", default=None,
+                    help="named generation settings for sampling de-tokenizers (e.g. 'upstream'), where defined")
+    group.addoption("--gen", default="",
+                    help="generation settings as key=value,... (e.g. steps=28,top_k=0), applied where a tokenizer "
+                         "has that setting")
     group.addoption("--offline", action="store_true", default=False,
                     help="never download: weights must be in --weights-dir or the hub cache")

@@ -165,6 +165,13 @@ class Recorder:
                     median_s=float(_number(median_s)), iqr_s=float(_number(iqr_s)), rounds=int(rounds),
                     device=str(device), **extra)
 
+    def tokenizer(self, tokenizer: str, facts: Mapping[str, Any], *, settings: Mapping[str, Any] | None = None,
+                  weights: Mapping[str, Any] | None = None, **extra: Any) -> dict:
+        """What the run knew about a tokenizer (spec facts, published numbers, generation settings, weights'
+        sha256): the report is built from this record, never from the registry of whatever code renders it."""
+        return self(type="tokenizer", tokenizer=tokenizer, facts=dict(facts),
+                    settings=dict(settings or {}), weights=dict(weights or {}), **extra)
+
     def skip(self, tokenizer: str | None, what: str, reason: str, **extra: Any) -> dict:
         """Something not measured, with why: what = "tokenizer" | "metric:<name>" | "image" (+ image_id=...)."""
         return self(type="skip", tokenizer=tokenizer, what=what, reason=str(reason), **extra)
@@ -181,6 +188,14 @@ class Recorder:
         _to_pil(image).save(tmp, format="PNG")
         os.replace(tmp, target)
         return rel.as_posix()
+
+    def recorded_evaluation(self, tokenizer: str, **query: Any):
+        """The complete evaluation already in this report dir (see `results.recorded_evaluation`), or None."""
+        if not self.report_dir.is_dir():
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _results().recorded_evaluation(self.report_dir, tokenizer, **query)
 
     def completed_images(self, tokenizer: str, metrics: Iterable[str] = ()) -> set[str]:
         """Image ids already recorded for `tokenizer` in this report dir (every process's file): resume a rerun."""

@@ -18,13 +18,15 @@ import pytest
 from PIL import Image
 
 from reports.plugin import Recorder, point_latest
+from vision_tokenizers import get_spec
 from vision_tokenizers import results as R
 
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = ("img0", "img1", "img2")
-# magvit2_256 is in the registry (published numbers); tiny_b is not and has no LPIPS; titok_l32_256 never ran.
+# magvit2_256's run recorded its facts (published numbers); tiny_b recorded none and has no LPIPS;
+# titok_l32_256 never ran.
 TOKS = {"magvit2_256": 32, "tiny_b": 64}
 SKIP_REASON = "weights for titok_l32_256 not in cache and --offline"
 LPIPS_REASON = "lpips weights unavailable (offline)"
@@ -49,6 +51,8 @@ def _write_synthetic(d: Path) -> Path:
     R.append_record(rec, {"type": "run", "started": "2025-01-01T00:00:00+00:00", "argv": ["bench"],
                           "options": {"dataset": "samples", "device": "cpu"}, "host": {"python": "3.11"}})
     R.append_record(rec, {"type": "skip", "tokenizer": "titok_l32_256", "what": "tokenizer", "reason": SKIP_REASON})
+    R.append_record(rec, {"type": "tokenizer", "tokenizer": "magvit2_256",
+                          "facts": get_spec("magvit2_256").facts(), "settings": {}, "weights": {}})
     for tok, res in TOKS.items():
         for i, image_id in enumerate(IMAGES):
             _png(d / f"originals/{res}/{image_id}.png", res, i)
@@ -130,8 +134,8 @@ def test_summary_markdown(built: dict[str, Path]):
     assert "42.50 (n=3)" in md and "rFID backend (`magvit2_256`): torchmetrics" in md
     assert "5.00 ± 0.50 ms" in md and "10.0 ± 1.0 ms" in md, "per-image time = batch median / batch size"
     assert "200" in md, "images/s = batch size / median"
-    published = R._spec_info("magvit2_256")["published"]
-    assert f"{published['psnr']:.2f}" in md, "the registry's published numbers are shown"
+    published = get_spec("magvit2_256").published
+    assert f"{published['psnr']:.2f}" in md, "the published numbers the run recorded are shown"
     for convention in ("mean of per-image PSNR", "Gaussian window 11", "sigma 1.5", "AlexNet", "[-1, 1]",
                        "round(x * 255)", "tokenizer's resolution"):
         assert convention in md

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vision_tokenizers import metrics as M
-from vision_tokenizers.base import to_uint8
+from vision_tokenizers.base import image_generators, image_seed, to_uint8
 
 PIXEL_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "psnr": M.psnr, "ssim": M.ssim, "mae": M.mae, "rmse": M.rmse,
@@ -27,6 +27,7 @@ class BatchResult:
     reconstruction: torch.Tensor    # uint8 (B,3,H,W)
     tokens: torch.Tensor
     metrics: list[dict[str, float]]  # one dict per image
+    seeds: list[int] | None = None   # per-image sampling seeds of a stochastic de-tokenizer
 
 
 @dataclass
@@ -51,10 +52,13 @@ def bits_per_pixel(tokens: torch.Tensor, bits_per_token: float, height: int, wid
 
 
 def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lpips: M.LPIPS | None = None,
-             fid: M.FID | None = None, on_batch: Callable[[BatchResult], None] | None = None) -> Evaluation:
+             fid: M.FID | None = None, on_batch: Callable[[BatchResult], None] | None = None,
+             run_seed: int = 0) -> Evaluation:
     """Reconstruct every (ids, uint8 pixels) batch; per-image metrics, rFID and token statistics.
 
-    Exceptions are not swallowed: a failing batch stops the pass, and what `on_batch` already stored is kept.
+    A sampling de-tokenizer decodes each image with its own generator seeded from (run_seed, image id), so its
+    numbers do not depend on batch size or order. Exceptions are not swallowed: a failing batch stops the pass,
+    and what `on_batch` already stored is kept.
     """
     spec = tokenizer.spec
     result = Evaluation(spec.name)
@@ -62,7 +66,9 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
     for ids, pixels_u8 in batches:
         original = pixels_u8.to(tokenizer.device)
         tokens = tokenizer.encode(original.float() / 255)
-        reconstruction = to_uint8(tokenizer.decode(tokens))
+        seeds = [image_seed(run_seed, i) for i in ids] if spec.stochastic else None
+        generators = image_generators(run_seed, ids, tokenizer.device) if spec.stochastic else None
+        reconstruction = to_uint8(tokenizer.decode(tokens, generators))
         if reconstruction.shape != original.shape:
             raise RuntimeError(f"{spec.name}: reconstruction {tuple(reconstruction.shape)} differs from input "
                                f"{tuple(original.shape)}")
@@ -77,7 +83,7 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
             fid.update(original, reconstruction)
         result.per_image.update(zip(ids, rows, strict=True))
         if on_batch is not None:
-            on_batch(BatchResult(ids, original, reconstruction, tokens, rows))
+            on_batch(BatchResult(ids, original, reconstruction, tokens, rows, seeds))
     if result.per_image:
         result.dataset_metrics["bpp"] = next(iter(result.per_image.values()))["bpp"]
     if token_stats is not None and result.per_image:

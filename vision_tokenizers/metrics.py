@@ -15,10 +15,8 @@ from __future__ import annotations
 import inspect
 import math
 import pickle
-import urllib.error
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -140,31 +138,24 @@ def ssim(ref_u8: torch.Tensor, rec_u8: torch.Tensor) -> torch.Tensor:
 
 
 def _hub_checkpoint(filename: str, what: str, allow_download: bool) -> Path:
-    """Path of `filename` in torch hub's checkpoints dir; downloaded only if `allow_download`, else MetricUnavailable.
+    """Path of `filename` in torch hub's checkpoints dir, through the same resolver as tokenizer weights.
 
-    Checks the cache first (no network touched), then one quick TCP connect before any download, so an offline
-    machine fails in seconds.
+    The cache is checked first (no network touched, hash verified where known), then one quick TCP connect before
+    any download, so an offline machine fails in seconds; downloads only with `allow_download`.
     """
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if path.is_file():
-        return path
-    url, hash_prefix = BACKBONE_FILES[filename]
-    if not allow_download:
-        raise MetricUnavailable(f"{what} weights not in {path} and downloads are off (allow_download=False); "
-                                f"copy the file there (from {url})")
-    from vision_tokenizers.weights import host_reachable
+    from vision_tokenizers.weights import FileUnavailable, WeightFile, WeightsUnavailable, resolve_file
 
-    if not host_reachable(url):
-        raise MetricUnavailable(f"{what} weights not in {path} and {urlparse(url).hostname} is unreachable "
-                                f"(no network); copy the file there (from {url})")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    url, hash_prefix = BACKBONE_FILES[filename]
+    hub = Path(torch.hub.get_dir())
+    path = hub / "checkpoints" / filename
     try:
-        torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=False)
-    except (OSError, urllib.error.URLError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MetricUnavailable(f"{what} weights not in {path} and the download from {url} failed ({reason}); "
-                                "copy the file there") from exc
-    return path
+        return resolve_file(WeightFile(filename, "checkpoints", url=url, sha256=hash_prefix, verify_cached=False), hub,
+                            offline=not allow_download)
+    except FileUnavailable as exc:
+        why = "downloads are off (allow_download=False)" if not allow_download else exc.why
+        raise MetricUnavailable(f"{what} weights not in {path} and {why}; copy the file there (from {url})") from exc
+    except WeightsUnavailable as exc:
+        raise MetricUnavailable(f"{what}: {exc}") from exc
 
 
 def _unreadable(what: str, path: Path, exc: BaseException) -> MetricUnavailable:

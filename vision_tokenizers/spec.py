@@ -21,6 +21,7 @@ class WeightFile:
     url: str | None = None
     sha256: str | None = None
     revision: str | None = None
+    verify_cached: bool = True  # False: like torch hub, the digest is checked on download only
 
     @property
     def origin(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -33,11 +34,34 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def cached_sha256(path: str | Path) -> str:
+    """sha256 of a weight file, remembered per (path, size, mtime) in ~/.cache/vtok/sha256.json: multi-GB
+    checkpoints are hashed once, not on every run."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = Path(os.environ.get("VTOK_CACHE", Path.home() / ".cache" / "vtok")) / "sha256.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        cache[key] = sha256_of(path)
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_file)
+        except OSError:  # a read-only home only costs hashing again next time
+            pass
+    return cache[key]
+
+
 def verify(path: Path, expected: str | None) -> None:
     if expected is None:
         return
     actual = sha256_of(path)
-    if actual != expected:
+    if not actual.startswith(expected):  # a full digest, or the 8-hex prefix torch hub file names carry
         raise WeightsUnavailable(
             f"{path}: sha256 {actual[:12]}… does not match the expected {expected[:12]}…; "
             "delete the file and let it download again, or replace it with the released file")
@@ -55,8 +79,8 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-class _Missing(FileNotFoundError):
-    """A file that is neither local nor downloadable; `why` is a few words for the user."""
+class FileUnavailable(FileNotFoundError):
+    """One file that is neither local nor downloadable; `why` is a few words for the user."""
 
     def __init__(self, filename: str, why: str):
         super().__init__(filename)
@@ -78,26 +102,26 @@ def _download(wf: WeightFile, target_dir: Path, offline: bool) -> Path:
 
 
 def resolve_file(wf: WeightFile, weights_dir: Path, offline: bool = False) -> Path:
-    """The local file if present (sha256-checked), else the hub cache or a download; raises `_Missing`."""
+    """The local file if present (sha256-checked), else the hub cache or a download; raises `FileUnavailable`."""
     local = weights_dir / wf.local_dir / wf.filename
     if local.is_file():
-        verify(local, wf.sha256)
+        verify(local, wf.sha256 if wf.verify_cached else None)
         return local
     if not wf.repo_id and not wf.url:
-        raise _Missing(wf.filename, "no public origin")
+        raise FileUnavailable(wf.filename, "no public origin")
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if wf.repo_id else wf.url
     why = "offline"
     if not offline and not host_reachable(endpoint):
         offline, why = True, f"{urlparse(endpoint).hostname} unreachable"
     if offline and not wf.repo_id:
-        raise _Missing(wf.filename, why)
+        raise FileUnavailable(wf.filename, why)
     if wf.repo_id:
         why += ", not in the hub cache"
     try:
         path = _download(wf, weights_dir / wf.local_dir, offline)
     except Exception as exc:  # network and hub errors come in many types; all mean "not available here"
         log.debug("download of %s failed: %r", wf.origin, exc)
-        raise _Missing(wf.filename, why if offline else f"download failed: {type(exc).__name__}") from exc
+        raise FileUnavailable(wf.filename, why if offline else f"download failed: {type(exc).__name__}") from exc
     verify(path, wf.sha256)
     return path
 
@@ -114,7 +138,7 @@ def resolve_weights(spec: TokenizerSpec, weights_dir: str | Path | None = None,
     for wf in spec.weights:
         try:
             found[wf.filename] = resolve_file(wf, weights_dir, offline)
-        except _Missing as exc:
+        except FileUnavailable as exc:
             missing.append(wf)
             how = how or exc.why
     if missing:

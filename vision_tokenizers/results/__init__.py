@@ -14,7 +14,6 @@ Results are keyed by (tokenizer, image id, metric): the latest record wins, so a
 appends and the aggregation dedupes. Records may carry ``ts`` (epoch seconds) to order several record files.
 """
 
-from vision_tokenizers.results.aggregate import _spec_info as _spec_info  # used by tests/test_reports.py
 from vision_tokenizers.results.aggregate import aggregate
 from vision_tokenizers.results.constants import (
     CONVENTIONS,
@@ -31,11 +30,18 @@ from vision_tokenizers.results.formatting import fmt_time, metric_cell
 from vision_tokenizers.results.grids import make_grid
 from vision_tokenizers.results.plots import plot_summary
 from vision_tokenizers.results.report import build_report
-from vision_tokenizers.results.store import append_record, completed_images, read_records, record_files
+from vision_tokenizers.results.store import (
+    append_record,
+    completed_images,
+    read_records,
+    record_files,
+    recorded_evaluation,
+)
 from vision_tokenizers.results.tables import write_csv, write_json, write_markdown
 
 __all__ = [
     "CONVENTIONS", "GRID_CELL", "GRID_IMAGES", "METRICS", "QUALITY", "RECORDS_FILE", "RECORDS_GLOB", "STAGES",
     "TOKEN_STATS", "aggregate", "append_record", "build_report", "completed_images", "fmt_time", "make_grid",
-    "metric_cell", "plot_summary", "read_records", "record_files", "write_csv", "write_json", "write_markdown",
+    "metric_cell", "plot_summary", "read_records", "record_files", "recorded_evaluation", "write_csv", "write_json",
+    "write_markdown",
 ]

@@ -42,19 +42,18 @@ def _stats(values: list) -> dict:
     return out
 
 
-def _spec_info(name: str) -> dict | None:
-    """What the registry says about a tokenizer (plain data; the registry never builds a model on import)."""
-    try:
-        from vision_tokenizers.registry import SPECS
-    except Exception:  # the report must build from JSONL alone, e.g. on a machine without torch
-        return None
-    spec = SPECS.get(name)
-    if spec is None:
-        return None
-    return {"family": spec.family, "kind": spec.kind, "resolution": spec.resolution, "num_tokens": spec.num_tokens,
-            "codebook_size": spec.codebook_size, "bits_per_token": spec.bits_per_token,
-            "bits_per_pixel": spec.bits_per_pixel, "description": spec.description,
-            "published": dict(spec.published) if spec.published else None}
+def _tokenizer_facts(records: list[Mapping]) -> dict[str, dict]:
+    """Tokenizer name -> the facts the run recorded about it (the latest `tokenizer` record wins).
+
+    Reports stand on their records alone: the registry is never consulted, so an old run re-rendered by new code
+    shows what was measured (and published) then.
+    """
+    facts: dict[str, dict] = {}
+    for rec in records:
+        if rec.get("type") == "tokenizer" and rec.get("tokenizer") is not None:
+            facts[str(rec["tokenizer"])] = {**(rec.get("facts") or {}), "settings": rec.get("settings") or {},
+                                            "weights": rec.get("weights") or {}}
+    return facts
 
 
 def aggregate(records: Iterable[Mapping] | str | os.PathLike) -> dict:
@@ -95,7 +94,9 @@ def aggregate(records: Iterable[Mapping] | str | os.PathLike) -> dict:
     for rec in active:
         rec.pop("ts", None)
 
-    tokenizers = {name: _aggregate_tokenizer(name, images, datasets.get(name), timings, active) for name in order}
+    facts = _tokenizer_facts(records)
+    tokenizers = {name: _aggregate_tokenizer(name, images, datasets.get(name), timings, active, facts.get(name))
+                  for name in order}
     image_rows = sorted(({k: v for k, v in rec.items() if k != "seq"} for rec in images.values()),
                         key=lambda r: (list(order).index(r["tokenizer"]), r["image_id"]))
     return {"generated": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -111,7 +112,8 @@ def _skip_reason(skips: list[Mapping], tokenizer: str, *whats: str) -> str | Non
     return None
 
 
-def _aggregate_tokenizer(name: str, images: dict, dataset: dict | None, timings: dict, skips: list) -> dict:
+def _aggregate_tokenizer(name: str, images: dict, dataset: dict | None, timings: dict, skips: list,
+                         spec: dict | None) -> dict:
     rows = [rec for (tok, _), rec in images.items() if tok == name]
     tok_skip = _skip_reason([s for s in skips if s.get("tokenizer") == name], name, "tokenizer")
     names = list(dict.fromkeys([*QUALITY, "bpp", *sorted({m for r in rows for m in r["metrics"]})]))
@@ -140,11 +142,10 @@ def _aggregate_tokenizer(name: str, images: dict, dataset: dict | None, timings:
         timing[stage] = {"per_image_s": median / batch, "iqr_per_image_s": iqr / batch,
                          "images_per_s": batch / median if median > 0 else None, "batch_size": batch,
                          "median_s": median, "iqr_s": iqr, "rounds": t.get("rounds"), "device": t.get("device")}
-    spec = _spec_info(name)
     resolutions = sorted({int(r["resolution"]) for r in rows if r.get("resolution") is not None})
     bpp = metrics.get("bpp", {}).get("mean")
     if bpp is None:
-        bpp = dataset_metrics.get("bpp", spec["bits_per_pixel"] if spec else None)
+        bpp = dataset_metrics.get("bpp", spec.get("bits_per_pixel") if spec else None)
     return {
         "status": "skipped" if tok_skip and not rows else "ok",
         "skip_reason": tok_skip,
@@ -158,5 +159,5 @@ def _aggregate_tokenizer(name: str, images: dict, dataset: dict | None, timings:
         "timing": timing,
         "missing": {k: v for k, v in missing.items()},
         "spec": spec,
-        "published": spec["published"] if spec else None,
+        "published": spec.get("published") if spec else None,
     }

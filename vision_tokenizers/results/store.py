@@ -91,6 +91,35 @@ def completed_images(records: Iterable[Mapping] | str | os.PathLike, tokenizer: 
             if tok == tokenizer and needed <= {k for k, v in rec["metrics"].items() if v is not None}}
 
 
+def recorded_evaluation(records: Iterable[Mapping] | str | os.PathLike, tokenizer: str, *, dataset: str,
+                        resolution: int, ids: list[str], image_metrics: Iterable[str],
+                        dataset_metrics: Iterable[str]) -> tuple[dict[str, dict], dict] | None:
+    """The complete evaluation already stored for exactly these images, or None if anything is missing.
+
+    Returns ({image id: metrics}, dataset record). Complete means: every id has an image record (same dataset and
+    resolution) with every one of `image_metrics`, and a dataset record for the same dataset, resolution and image
+    count carries every one of `dataset_metrics`. A rerun into the same report dir then reconstructs nothing.
+    """
+    records = _records(records) if not isinstance(records, (str, os.PathLike)) or Path(records).exists() else []
+    images: dict[str, dict] = {}
+    found = None
+    for rec in records:
+        if rec.get("tokenizer") != tokenizer:
+            continue
+        if rec.get("type") == "image" and rec.get("dataset") == dataset and rec.get("resolution") == resolution:
+            images.setdefault(rec["image_id"], {}).update(rec.get("metrics") or {})
+        meta = rec.get("meta") or {}
+        if rec.get("type") == "dataset" and (meta.get("dataset"), meta.get("resolution"), meta.get("n")) == (
+                dataset, resolution, len(ids)):
+            found = rec
+    image_metrics, dataset_metrics = list(image_metrics), list(dataset_metrics)
+    if found is None or any(i not in images or any(images[i].get(m) is None for m in image_metrics) for i in ids):
+        return None
+    if any((found.get("metrics") or {}).get(m) is None for m in dataset_metrics):
+        return None
+    return {i: images[i] for i in ids}, found
+
+
 def _merge_images(records: list[Mapping]) -> dict[tuple[str, str], dict]:
     """(tokenizer, image_id) -> merged image record: later records override earlier ones metric by metric."""
     out: dict[tuple[str, str], dict] = {}
