@@ -109,7 +109,7 @@ class BaseTokenizer:
         return pixels01 if (low, high) == (0.0, 1.0) else pixels01 * (high - low) + low
 
     def from_model_range(self, pixels: torch.Tensor) -> torch.Tensor:
-        low, high = self.spec.pixel_range
+        low, high = self.spec.output_range or self.spec.pixel_range
         pixels = pixels.float()
         return pixels if (low, high) == (0.0, 1.0) else (pixels - low) / (high - low)
 

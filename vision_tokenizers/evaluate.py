@@ -63,6 +63,7 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
     spec = tokenizer.spec
     result = Evaluation(spec.name)
     token_stats = M.TokenStatistics(spec.codebook_size) if spec.kind == "discrete" and spec.codebook_size else None
+    aux_stats: dict[str, M.TokenStatistics] = {}  # codes a de-tokenizer generated on the way (e.g. AR-DTok's)
     for ids, pixels_u8 in batches:
         original = pixels_u8.to(tokenizer.device)
         tokens = tokenizer.encode(original.float() / 255)
@@ -79,6 +80,8 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
         rows = [{name: float(col[i]) for name, col in columns.items()} | {"bpp": bpp} for i in range(len(ids))]
         if token_stats is not None:
             token_stats.update(tokens)
+        for name, (codes, size) in (getattr(tokenizer, "aux_tokens", dict)() or {}).items():
+            aux_stats.setdefault(name, M.TokenStatistics(size)).update(codes)
         if fid is not None:
             fid.update(original, reconstruction)
         result.per_image.update(zip(ids, rows, strict=True))
@@ -88,6 +91,8 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
         result.dataset_metrics["bpp"] = next(iter(result.per_image.values()))["bpp"]
     if token_stats is not None and result.per_image:
         result.dataset_metrics.update(token_stats.compute())
+    for name, stats in aux_stats.items():
+        result.dataset_metrics.update({f"{name}_{k}": v for k, v in stats.compute().items()})
     if fid is not None and result.per_image:
         result.dataset_metrics["fid"] = fid.compute()
         result.dataset_meta.update(fid_backend=fid.backend, fid_mode=fid.mode, fid_n=len(result.per_image))

@@ -21,6 +21,7 @@ FAMILY_MODULES = {
     "taesd": "vision_tokenizers.taesd",
     "magvit2": "vision_tokenizers.magvit2",
     "titok": "vision_tokenizers.titok",
+    "tatok": "vision_tokenizers.tatok",
 }
 
 _SD_VAE_FILES = tuple(
@@ -41,6 +42,29 @@ _MAGVIT2_256_CONFIG = {
                  "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 4},
     "n_embed": 262144, "embed_dim": 18, "use_ema": True,
 }
+
+# TA-Tok (csuhan/Tar): the encoder file is shared by every de-tokenizer; AR-DTok paints LlamaGen VQ-16 codes.
+_TATOK_FILE = WeightFile("ta_tok.pth", local_dir="tatok", repo_id="csuhan/TA-Tok")
+_LLAMAGEN_VQ_FILE = WeightFile("vq_ds16_t2i.pt", local_dir="llamagen_vq", repo_id="peizesun/llamagen_t2i")
+# The published comparison's AR-DTok settings (so our row sits next to its number); "upstream" = Tar's own
+# reconstruction call (MMAutoEncoder.forward: no top-k). quantizer: argmax (deterministic) or sample (upstream).
+_AR_SETTINGS = {"cfg_scale": 1.0, "temperature": 1.0, "top_k": 200, "top_p": 1.0, "quantizer": "argmax"}
+_AR_PRESETS = {"upstream": {"top_k": 0, "quantizer": "sample"}}
+
+
+def _tatok_ardtok(name: str, resolution: int, pool_scale: int = 1, published: dict | None = None) -> TokenizerSpec:
+    grid = 27 // pool_scale
+    ar_file = WeightFile(f"ar_dtok_lp_{resolution}px.pth", local_dir="ar_dtok", repo_id="csuhan/TA-Tok")
+    return TokenizerSpec(
+        name=name, family="tatok", resolution=resolution, kind="discrete", token_shape=(grid * grid,),
+        bits_per_token=16, codebook_size=65536, weights=(_TATOK_FILE, ar_file, _LLAMAGEN_VQ_FILE),
+        config={"pool_scale": pool_scale}, output_range=(-1.0, 1.0), encoder_resolution=384,
+        encoder_resize="bilinear-antialias", stochastic=True, settings=dict(_AR_SETTINGS),
+        presets=dict(_AR_PRESETS), published=published,
+        description=f"TA-Tok (SigLIP2-so400m, {grid}x{grid} ids of 65,536 SimVQ codes) + AR-DTok LP "
+                    f"({(resolution // 16) ** 2} LlamaGen VQ-16 codes) + VQ-16 decoder",
+    )
+
 
 SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
     TokenizerSpec(
@@ -76,6 +100,12 @@ SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
         description="TiTok-L-32: 32 1D tokens, 4096 codes, MaskGIT-VQGAN pixel decoder",
         published={"psnr": 15.02, "ssim": 0.3766, "lpips": 0.5724, "fid": 54.23, "decode_s": 0.028},
     ),
+    _tatok_ardtok("tatok_ardtok_512", 512, published={"psnr": 12.35, "ssim": 0.361, "lpips": 0.536, "fid": 57.95,
+                                                      "decode_s": 58.3}),
+    _tatok_ardtok("tatok_ardtok_256", 256),
+    _tatok_ardtok("tatok_ardtok_1024", 1024),
+    _tatok_ardtok("tatok_ardtok_512_p169", 512, pool_scale=2),
+    _tatok_ardtok("tatok_ardtok_512_p81", 512, pool_scale=3),
     # Tiny models in the released file layouts (../shared/golden): same code paths, random weights.
     TokenizerSpec(
         name="magvit2_tiny", family="magvit2", resolution=64, kind="discrete", token_shape=(16, 16),
@@ -90,6 +120,15 @@ SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
                  WeightFile("model.safetensors", local_dir="titok/checkpoint"),
                  WeightFile("hardcoded_overrides.json", local_dir="titok")),
         description="TiTok architecture, tiny random config (golden checkpoint)",
+    ),
+    TokenizerSpec(
+        name="tatok_ardtok_tiny", family="tatok", resolution=128, kind="discrete", token_shape=(16,),
+        bits_per_token=7, codebook_size=128, tiny=True, output_range=(-1.0, 1.0), encoder_resolution=56,
+        stochastic=True, settings=dict(_AR_SETTINGS, top_k=10), presets=dict(_AR_PRESETS),
+        weights=(WeightFile("ta_tok.pth", local_dir="tatok_ardtok/tatok"),
+                 WeightFile("ar_dtok_lp_512px.pth", local_dir="tatok_ardtok/ar_dtok"),
+                 WeightFile("vq_ds16_t2i.pt", local_dir="tatok_ardtok/llamagen_vq")),
+        description="TA-Tok + AR-DTok + LlamaGen VQ architectures, tiny random configs (golden checkpoints)",
     ),
 )}
 

@@ -38,6 +38,8 @@ class TokenizerSpec:
     token_shape: shape of one image's tokens (without the batch dimension).
     bits_per_token: log2(codebook_size) for discrete ids, the storage bits of one latent element otherwise.
     pixel_range: what the network reads and writes; `BaseTokenizer` converts from/to [0,1] at the interface.
+        `output_range` when the decoder writes another range than the encoder reads (TA-Tok reads [0,1] and
+        normalises itself; its VQ / VAE decoders write [-1,1]).
     encoder_resolution / encoder_resize: the encoder's own input size when it differs from `resolution` (the crop
         the benchmark compares at), and how the model resizes to it (`"bilinear-antialias"`, `"bilinear"`, ...).
     stochastic: decoding samples (AR / diffusion de-tokenizers): `decode` takes per-image generators.
@@ -59,6 +61,7 @@ class TokenizerSpec:
     tiny: bool = False
     published: dict[str, float] | None = None
     pixel_range: tuple[float, float] = (0.0, 1.0)
+    output_range: tuple[float, float] | None = None
     encoder_resolution: int | None = None
     encoder_resize: str = "bilinear-antialias"
     stochastic: bool = False
@@ -83,7 +86,8 @@ class TokenizerSpec:
                 "num_tokens": self.num_tokens, "codebook_size": self.codebook_size,
                 "bits_per_token": self.bits_per_token, "bits_per_pixel": self.bits_per_pixel,
                 "description": self.description, "published": dict(self.published) if self.published else None,
-                "tiny": self.tiny, "stochastic": self.stochastic, "pixel_range": list(self.pixel_range)}
+                "tiny": self.tiny, "stochastic": self.stochastic, "pixel_range": list(self.pixel_range),
+                "output_range": list(self.output_range or self.pixel_range), "settings": dict(self.settings)}
 
     @property
     def num_tokens(self) -> int:

@@ -1,0 +1,88 @@
+"""The registered TA-Tok + AR-DTok tokenizer end to end: the whole upstream chain through `vision_tokenizers.load`,
+seeded per-image sampling, the shared encoder, and the benchmark on the tiny golden checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vision_tokenizers as vt
+from tests.helpers import shared_path
+from vision_tokenizers.base import image_generators
+from vision_tokenizers.components import release_components
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return load_file(str(shared_path("golden", "tatok_ardtok", "io.safetensors")))
+
+
+def tiny(**settings):
+    return vt.load("tatok_ardtok_tiny", weights_dir=shared_path("golden"), offline=True, settings=settings)
+
+
+def test_chain_reproduces_upstream_mmautoencoder(golden):
+    """`MMAutoEncoder.forward(x, {'cfg_scale': 4.0, 'top_k': 1})` with TA-Tok deterministic, via our registry."""
+    tok = tiny(cfg_scale=4.0, top_k=1)
+    image = golden["input.image_56"]
+    ids = tok.encode(image)
+    assert torch.equal(ids, golden["chain.tatok_indices"].long())
+    out = tok.decode(ids, image_generators(0, ["a", "b"]))
+    assert torch.equal(tok.aux_tokens()["ar"][0].long(), golden["chain.ar_codes"].long())
+    torch.testing.assert_close(out, golden["chain.decoded_01"].float().clamp(0, 1), atol=1e-4, rtol=0)  # ours clamps
+    truncated = (out * 255).to(torch.uint8).permute(0, 2, 3, 1)  # upstream truncates; the benchmark rounds
+    assert (truncated.int() - golden["chain.image_uint8"].int()).abs().max() <= 1
+
+
+def test_settings_are_the_published_comparisons_and_upstream_is_a_preset():
+    spec = vt.get_spec("tatok_ardtok_512")
+    assert spec.settings == {"cfg_scale": 1.0, "temperature": 1.0, "top_k": 200, "top_p": 1.0, "quantizer": "argmax"}
+    assert spec.resolved_settings("upstream")["top_k"] == 0
+    assert spec.num_tokens == 729 and spec.encoder_resolution == 384 and spec.resolution == 512
+    assert vt.get_spec("tatok_ardtok_512_p169").num_tokens == 169
+    assert vt.get_spec("tatok_ardtok_512_p81").num_tokens == 81
+    assert spec.bits_per_pixel == pytest.approx(729 * 16 / 512**2)
+
+
+def test_sampling_is_seeded_per_image_and_the_encoder_is_shared(golden):
+    release_components()
+    a, b = tiny(), tiny(top_k=0)
+    assert a.encoder is b.encoder, "one TA-Tok encoder per run, keyed by its file"
+    ids = a.encode(golden["input.image_56"])
+    first = a.decode(ids, image_generators(3, ["x", "y"]))
+    codes = a.aux_tokens()["ar"][0]
+    again = a.decode(ids[1:], image_generators(3, ["y"]))
+    assert torch.equal(a.aux_tokens()["ar"][0], codes[1:]), "a row's codes do not depend on the batch"
+    assert (first[1:] - again).abs().max() < 1e-4
+    a.decode(ids, image_generators(4, ["x", "y"]))
+    assert not torch.equal(a.aux_tokens()["ar"][0], codes), "another run seed samples other codes"
+
+
+def test_missing_weights_skip_with_one_line(tmp_path):
+    with pytest.raises(vt.WeightsUnavailable) as info:
+        vt.load("tatok_ardtok_512", weights_dir=tmp_path, offline=True)
+    message = str(info.value)
+    assert "\n" not in message and "ta_tok.pth" in message and "csuhan/TA-Tok" in message
+
+
+def test_tiny_chain_runs_through_the_whole_benchmark(tmp_path):
+    from tests.test_bench_e2e import run_bench
+    from vision_tokenizers.base import image_seed
+    from vision_tokenizers.results import read_records
+
+    report = tmp_path / "report"
+    proc = run_bench("--tokenizers", "tatok_ardtok_tiny", "--weights-dir", str(shared_path("golden")), "--offline",
+                     "--dataset", str(shared_path("images", "coco_val2017")), "--num-images", "2", "--seed", "5",
+                     "--report-dir", str(report), "--gen", "top_k=5")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    records = read_records(report)
+    images = [r for r in records if r["type"] == "image"]
+    assert len(images) == 2 and all(r["seed"] == image_seed(5, r["image_id"]) for r in images)
+    dataset = next(r for r in records if r["type"] == "dataset")
+    assert dataset["meta"]["settings"]["top_k"] == 5
+    assert 0 < dataset["metrics"]["ar_codebook_usage"] <= 1 and dataset["metrics"]["codebook_usage"] > 0
+    facts = next(r for r in records if r["type"] == "tokenizer")
+    assert facts["facts"]["encoder_resolution"] == 56 and len(facts["weights"]) == 3
+    assert all(len(w["sha256"]) == 64 for w in facts["weights"].values())
+    assert (report / "grid.png").is_file() and "tatok_ardtok_tiny" in (report / "summary.md").read_text()

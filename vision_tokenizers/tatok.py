@@ -1,0 +1,118 @@
+"""TA-Tok (Tar) family: one text-aligned encoder, three de-tokenizers that paint an image from its tokens.
+
+encode: the benchmark's crop -> (BaseTokenizer) resize to TA-Tok's 384 px (bilinear, antialias as in current
+torchvision) -> ids (B, 729) of a 65,536-code SimVQ codebook (argmax by default; `quantizer=sample` draws as
+upstream's default does). decode: ids -> TA-Tok decoder features (`decode_from_indices`, the t2i path) -> a
+de-tokenizer:
+- `ar`: AR-DTok generates LlamaGen VQ-16 codes (per-image generators, KV cache), the VQ decoder paints them;
+- `sana` / `lumina2`: a diffusion transformer conditioned on the features (see `tar_diffusion.py`).
+The encoder is a shared component: the three de-tokenizers of one run use one loaded copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tok.ar_dtok import ARDTok
+from tok.llamagen_vq import VQModel
+from tok.tatok import TATok
+from vision_tokenizers.base import BaseTokenizer, Generators
+from vision_tokenizers.components import shared_component
+from vision_tokenizers.spec import TokenizerSpec
+
+TATOK_FILE = "ta_tok.pth"
+
+
+def load_encoder(files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> TATok:
+    """The TA-Tok network of these files, loaded once per run (shared by every TA-Tok tokenizer)."""
+    path = files[TATOK_FILE]
+
+    def build() -> TATok:
+        return TATok.from_pretrained(path).to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+    return shared_component("tatok", [path], device, dtype, build)
+
+
+class TATokTokenizer(BaseTokenizer):
+    """ids (B, N) <-> pixels; subclasses implement `paint(features, generator)` in their own pixel range."""
+
+    def __init__(self, spec: TokenizerSpec, encoder: TATok, device: torch.device, dtype: torch.dtype):
+        super().__init__(spec, device, dtype)
+        self.encoder = encoder  # already prepared (shared): never moved or cast here
+        self.pool_scale = int(spec.config.get("pool_scale", 1))
+        self.last_codes: dict[str, tuple[torch.Tensor, int]] = {}
+
+    def _encode(self, pixels01: torch.Tensor) -> torch.Tensor:
+        if pixels01.shape[-1] != self.encoder.config.input_size:
+            raise ValueError(f"{self.spec.name}: TA-Tok expects {self.encoder.config.input_size} px inputs, got "
+                             f"{pixels01.shape[-1]} (spec.encoder_resolution is wrong)")
+        sample = self.settings.get("quantizer", "argmax") == "sample"
+        return self.encoder.encode(pixels01, pool_scale=self.pool_scale, deterministic=not sample)
+
+    def _decode(self, tokens: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        if tokens.ndim != 2 or tokens.dtype.is_floating_point:
+            raise ValueError(f"{self.spec.name}: expected (B, N) integer ids, got {tuple(tokens.shape)}")
+        size = self.encoder.config.codebook_size
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= size):
+            raise ValueError(f"{self.spec.name}: ids must be in [0, {size})")
+        features = self.encoder.decode_from_indices(tokens)
+        return self.paint(features, generator)
+
+    def paint(self, features: torch.Tensor, generator: Generators) -> torch.Tensor:
+        raise NotImplementedError
+
+    def aux_tokens(self) -> dict[str, tuple[torch.Tensor, int]]:
+        """Codes the de-tokenizer produced in the last decode (name -> (codes, codebook size)), for statistics."""
+        return self.last_codes
+
+
+class TATokARDTok(TATokTokenizer):
+    """TA-Tok + AR-DTok + LlamaGen VQ-16: pixels in [-1, 1] out of the VQ decoder."""
+
+    def __init__(self, spec: TokenizerSpec, encoder: TATok, ar: ARDTok, vq: VQModel, device: torch.device,
+                 dtype: torch.dtype):
+        super().__init__(spec, encoder, device, dtype)
+        self.ar = self.prepare(ar)
+        self.vq = self.prepare(vq)
+
+    def paint(self, features: torch.Tensor, generator: Generators) -> torch.Tensor:
+        s = self.settings
+        codes = self.ar.generate(features.to(self.dtype), cfg_scale=float(s["cfg_scale"]),
+                                 temperature=float(s["temperature"]), top_k=int(s["top_k"]), top_p=float(s["top_p"]),
+                                 generator=generator)
+        self.last_codes = {"ar": (codes, self.ar.config.vocab_size)}
+        return self.vq.decode_code(codes).float().clamp(-1, 1)
+
+
+def _file(files: dict[str, Path], suffix: str, what: str) -> Path:
+    found = [p for name, p in files.items() if name.endswith(suffix) and name != TATOK_FILE]
+    if len(found) != 1:
+        raise ValueError(f"expected one {what} file ending in {suffix}, got {sorted(files)}")
+    return found[0]
+
+
+def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> TATokARDTok:
+    encoder = load_encoder(files, device, dtype)
+    ar = ARDTok.from_pretrained(_file(files, ".pth", "AR-DTok"))
+    vq = VQModel.from_pretrained(_file(files, ".pt", "LlamaGen VQ"))
+    tok = TATokARDTok(spec, encoder, ar, vq, device, dtype)
+    _check_spec(spec, tok)
+    return tok
+
+
+def _check_spec(spec: TokenizerSpec, tok: TATokTokenizer) -> None:
+    """The spec's numbers are facts of the files: a mismatch is a wrong spec, said at load, not a wrong table."""
+    cfg = tok.encoder.config
+    grid = round(tok.encoder.num_tokens ** 0.5) // tok.pool_scale
+    got: dict[str, Any] = {"encoder_resolution": cfg.input_size, "codebook_size": cfg.codebook_size,
+                           "num_tokens": grid * grid}
+    want = {"encoder_resolution": spec.encoder_resolution, "codebook_size": spec.codebook_size,
+            "num_tokens": spec.num_tokens}
+    if isinstance(tok, TATokARDTok):
+        got["resolution"] = round(tok.ar.config.max_seq_len ** 0.5) * tok.vq.config.downsample_factor
+        want["resolution"] = spec.resolution
+    if got != want:
+        raise ValueError(f"{spec.name}: the files give {got}, the spec says {want}")
