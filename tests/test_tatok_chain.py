@@ -72,17 +72,31 @@ def test_tiny_chain_runs_through_the_whole_benchmark(tmp_path):
     from vision_tokenizers.results import read_records
 
     report = tmp_path / "report"
-    proc = run_bench("--tokenizers", "tatok_ardtok_tiny", "--weights-dir", str(shared_path("golden")), "--offline",
+    proc = run_bench("--tokenizers", "tatok_ardtok_tiny,tatok_sana_tiny", "--weights-dir", str(shared_path("golden")), "--offline",
                      "--dataset", str(shared_path("images", "coco_val2017")), "--num-images", "2", "--seed", "5",
                      "--report-dir", str(report), "--gen", "top_k=5")
     assert proc.returncode == 0, proc.stdout[-3000:]
     records = read_records(report)
     images = [r for r in records if r["type"] == "image"]
-    assert len(images) == 2 and all(r["seed"] == image_seed(5, r["image_id"]) for r in images)
-    dataset = next(r for r in records if r["type"] == "dataset")
+    assert len(images) == 4 and all(r["seed"] == image_seed(5, r["image_id"]) for r in images)
+    assert {r["tokenizer"] for r in images} == {"tatok_ardtok_tiny", "tatok_sana_tiny"}
+    dataset = next(r for r in records if r["type"] == "dataset" and r["tokenizer"] == "tatok_ardtok_tiny")
     assert dataset["meta"]["settings"]["top_k"] == 5
     assert 0 < dataset["metrics"]["ar_codebook_usage"] <= 1 and dataset["metrics"]["codebook_usage"] > 0
-    facts = next(r for r in records if r["type"] == "tokenizer")
+    facts = next(r for r in records if r["type"] == "tokenizer" and r["tokenizer"] == "tatok_ardtok_tiny")
     assert facts["facts"]["encoder_resolution"] == 56 and len(facts["weights"]) == 3
     assert all(len(w["sha256"]) == 64 for w in facts["weights"].values())
     assert (report / "grid.png").is_file() and "tatok_ardtok_tiny" in (report / "summary.md").read_text()
+
+
+def test_sana_chain_feeds_the_encoders_decoder_features_to_sana(golden):
+    tok = vt.load("tatok_sana_tiny", weights_dir=shared_path("golden"), offline=True)
+    assert tok.settings == {"steps": 4, "guidance_scale": 1.0}
+    ids = tok.encode(golden["input.image_56"])
+    assert torch.equal(ids, golden["tatok.indices"].long())
+    ours = tok.decode(ids, image_generators(1, ["a", "b"]))
+    features = tok.encoder.decode_from_indices(ids).repeat(1, 1, 1152 // 48)
+    direct = tok.sana.generate(features, steps=4, guidance_scale=1.0, generator=image_generators(1, ["a", "b"]))
+    torch.testing.assert_close(ours, direct.clamp(0, 1), atol=1e-5, rtol=0)
+    assert ours.shape == (2, 3, 512, 512)
+    assert vt.get_spec("tatok_sana_512").resolved_settings("upstream")["steps"] == 28

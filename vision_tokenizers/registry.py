@@ -66,6 +66,15 @@ def _tatok_ardtok(name: str, resolution: int, pool_scale: int = 1, published: di
     )
 
 
+# Tar-SANA-600M-512px as a diffusers folder; its text encoder (Gemma-2) is never needed: features are the prompt.
+_SANA_FILES = ("model_index.json", "negative_prompt_embeds.pth", "scheduler/scheduler_config.json",
+               "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors", "vae/config.json",
+               "vae/diffusion_pytorch_model.safetensors")
+# steps 50 = the published comparison; "upstream" = Tar's own 28 steps (scheduler settings from the folder).
+_SANA_SETTINGS = {"steps": 50, "guidance_scale": 1.0}
+_SANA_PRESETS = {"upstream": {"steps": 28}}
+
+
 SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
     TokenizerSpec(
         name="vae_sd_mse_512", family="sd_vae", resolution=512, kind="continuous", token_shape=(4, 64, 64),
@@ -102,6 +111,15 @@ SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
     ),
     _tatok_ardtok("tatok_ardtok_512", 512, published={"psnr": 12.35, "ssim": 0.361, "lpips": 0.536, "fid": 57.95,
                                                       "decode_s": 58.3}),
+    TokenizerSpec(
+        name="tatok_sana_512", family="tatok", resolution=512, kind="discrete", token_shape=(729,),
+        bits_per_token=16, codebook_size=65536, encoder_resolution=384, stochastic=True,
+        weights=(_TATOK_FILE, *(WeightFile(f, local_dir="Tar-SANA-600M-512px",
+                                           repo_id="csuhan/Tar-SANA-600M-512px") for f in _SANA_FILES)),
+        config={"detok": "sana"}, settings=dict(_SANA_SETTINGS), presets=dict(_SANA_PRESETS),
+        published={"psnr": 13.11, "ssim": 0.370, "lpips": 0.500, "fid": 48.91, "decode_s": 2.0},
+        description="TA-Tok (27x27 ids of 65,536 codes) + Tar-SANA-600M diffusion de-tokenizer (diffusers)",
+    ),
     _tatok_ardtok("tatok_ardtok_256", 256),
     _tatok_ardtok("tatok_ardtok_1024", 1024),
     _tatok_ardtok("tatok_ardtok_512_p169", 512, pool_scale=2),
@@ -129,6 +147,16 @@ SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
                  WeightFile("ar_dtok_lp_512px.pth", local_dir="tatok_ardtok/ar_dtok"),
                  WeightFile("vq_ds16_t2i.pt", local_dir="tatok_ardtok/llamagen_vq")),
         description="TA-Tok + AR-DTok + LlamaGen VQ architectures, tiny random configs (golden checkpoints)",
+    ),
+    TokenizerSpec(
+        name="tatok_sana_tiny", family="tatok", resolution=512, kind="discrete", token_shape=(16,),
+        bits_per_token=7, codebook_size=128, tiny=True, encoder_resolution=56, stochastic=True,
+        weights=(WeightFile("ta_tok.pth", local_dir="tatok_ardtok/tatok"),
+                 *(WeightFile(f, local_dir="tar_diffusion_dtok/sana/Tar-SANA-600M-512px") for f in _SANA_FILES
+                   if not f.startswith(("text_encoder", "tokenizer")))),
+        config={"detok": "sana", "tiny_width_adapter": "tile"}, settings={"steps": 4, "guidance_scale": 1.0},
+        presets=dict(_SANA_PRESETS),
+        description="tiny TA-Tok + tiny Tar-SANA (golden checkpoints); 48-wide features tiled to 1152 (tiny only)",
     ),
 )}
 

@@ -18,6 +18,7 @@ import torch
 
 from tok.ar_dtok import ARDTok
 from tok.llamagen_vq import VQModel
+from tok.sana_dtok import SanaDTok
 from tok.tatok import TATok
 from vision_tokenizers.base import BaseTokenizer, Generators
 from vision_tokenizers.components import shared_component
@@ -87,6 +88,23 @@ class TATokARDTok(TATokTokenizer):
         return self.vq.decode_code(codes).float().clamp(-1, 1)
 
 
+class TATokSana(TATokTokenizer):
+    """TA-Tok + Tar-SANA: decoder features as SANA's prompt embeddings; diffusers' SanaPipeline paints [0, 1]."""
+
+    def __init__(self, spec: TokenizerSpec, encoder: TATok, sana: SanaDTok, device: torch.device,
+                 dtype: torch.dtype):
+        super().__init__(spec, encoder, device, dtype)
+        self.sana = sana.to(device=device, dtype=dtype)  # the VAE keeps fp32, as upstream
+        self.width_adapter = spec.config.get("tiny_width_adapter")
+
+    def paint(self, features: torch.Tensor, generator: Generators) -> torch.Tensor:
+        if self.width_adapter == "tile":  # tiny spec only: 48-wide tiny TA-Tok features tiled to SANA's 1152
+            features = features.repeat(1, 1, self.sana.caption_channels // features.shape[-1])
+        s = self.settings
+        return self.sana.generate(features, steps=int(s["steps"]), guidance_scale=float(s["guidance_scale"]),
+                                  generator=list(generator) if isinstance(generator, (list, tuple)) else generator)
+
+
 def _file(files: dict[str, Path], suffix: str, what: str) -> Path:
     found = [p for name, p in files.items() if name.endswith(suffix) and name != TATOK_FILE]
     if len(found) != 1:
@@ -94,8 +112,14 @@ def _file(files: dict[str, Path], suffix: str, what: str) -> Path:
     return found[0]
 
 
-def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> TATokARDTok:
+def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> TATokTokenizer:
     encoder = load_encoder(files, device, dtype)
+    if spec.config.get("detok") == "sana":
+        folder = files["model_index.json"].parent  # the release folder (local or the hub snapshot)
+        sana = SanaDTok.from_pretrained(folder, torch_dtype=dtype)
+        tok = TATokSana(spec, encoder, sana, device, dtype)
+        _check_spec(spec, tok)
+        return tok
     ar = ARDTok.from_pretrained(_file(files, ".pth", "AR-DTok"))
     vq = VQModel.from_pretrained(_file(files, ".pt", "LlamaGen VQ"))
     tok = TATokARDTok(spec, encoder, ar, vq, device, dtype)
@@ -113,6 +137,9 @@ def _check_spec(spec: TokenizerSpec, tok: TATokTokenizer) -> None:
             "num_tokens": spec.num_tokens}
     if isinstance(tok, TATokARDTok):
         got["resolution"] = round(tok.ar.config.max_seq_len ** 0.5) * tok.vq.config.downsample_factor
+        want["resolution"] = spec.resolution
+    if isinstance(tok, TATokSana):
+        got["resolution"] = tok.sana.default_size
         want["resolution"] = spec.resolution
     if got != want:
         raise ValueError(f"{spec.name}: the files give {got}, the spec says {want}")
