@@ -67,7 +67,8 @@ def test_sampling_depends_on_run_seed_and_image_id_only():
 
     one, three, shuffled = run(1, [0, 1, 2, 3, 4]), run(3, [0, 1, 2, 3, 4]), run(2, [4, 2, 0, 3, 1])
     for image_id in ids:
-        assert torch.equal(one[image_id][0], three[image_id][0]) and torch.equal(one[image_id][0], shuffled[image_id][0])
+        reference = one[image_id][0]
+        assert torch.equal(reference, three[image_id][0]) and torch.equal(reference, shuffled[image_id][0])
         assert one[image_id][1] == image_seed(7, image_id)
     other_seed = run(5, [0, 1, 2, 3, 4], seed=8)
     assert not torch.equal(one["img0"][0], other_seed["img0"][0])

@@ -72,7 +72,8 @@ def test_tiny_chain_runs_through_the_whole_benchmark(tmp_path):
     from vision_tokenizers.results import read_records
 
     report = tmp_path / "report"
-    proc = run_bench("--tokenizers", "tatok_ardtok_tiny,tatok_sana_tiny", "--weights-dir", str(shared_path("golden")), "--offline",
+    proc = run_bench("--tokenizers", "tatok_ardtok_tiny,tatok_sana_tiny", "--weights-dir", str(shared_path("golden")),
+                     "--offline",
                      "--dataset", str(shared_path("images", "coco_val2017")), "--num-images", "2", "--seed", "5",
                      "--report-dir", str(report), "--gen", "top_k=5")
     assert proc.returncode == 0, proc.stdout[-3000:]

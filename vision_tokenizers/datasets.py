@@ -10,12 +10,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vision_tokenizers.coco import coco_subset, ids_sha256, select
 from vision_tokenizers.images import BadImage, list_images, load_image, prepare_image
 
 # Real RGB photographs shipped inside scikit-image (no download needed).
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "hubble_deep_field.jpg")
 DEFAULT_COCO_DIR = Path("data/coco/val2017")
+COCO_NAME = "coco_val2017"
+
+
+def coco_dir() -> Path:
+    return Path(os.environ.get("VTOK_COCO", DEFAULT_COCO_DIR))
 
 
 def sample_paths() -> list[Path]:
@@ -30,11 +36,11 @@ def resolve_dataset(dataset: str) -> tuple[str, list[Path]]:
     if dataset == "samples":
         return "samples", sample_paths()
     if dataset == "coco":
-        folder = Path(os.environ.get("VTOK_COCO", DEFAULT_COCO_DIR))
+        folder = coco_dir()
         if not folder.is_dir():
-            raise FileNotFoundError(f"COCO val2017 folder {folder} not found: set VTOK_COCO to a folder of val2017 "
-                                    "JPEGs or pass --dataset PATH")
-        return "coco_val2017", list_images(folder)
+            raise FileNotFoundError(f"COCO val2017 folder {folder} not found: run `vtok download coco --dir {folder}`, "
+                                    "set VTOK_COCO to a folder of val2017 JPEGs, or pass --dataset PATH")
+        return COCO_NAME, [folder / entry.file_name for entry in coco_subset()]  # the list's order, not sorted
     folder = Path(dataset)
     if not folder.is_dir():
         raise FileNotFoundError(f"--dataset {dataset}: not 'samples', 'coco' or an existing folder of images")
@@ -51,6 +57,8 @@ class ImageSet:
     name: str
     paths: list[Path]
     bad: dict[str, str] = field(default_factory=dict)  # image id -> one-line reason
+    # For a dataset defined by a published id list (`coco`): sha256 of the selected ids, "\n"-joined; a run records it.
+    id_list_sha256: str | None = None
     _cache: dict[int, tuple[list[str], torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @staticmethod
@@ -82,5 +90,27 @@ class ImageSet:
 
 
 def open_dataset(dataset: str, num_images: int | None = None) -> ImageSet:
+    if dataset == "coco":
+        return open_coco(num_images)
     name, paths = resolve_dataset(dataset)
     return ImageSet(name, paths[:num_images] if num_images else paths)
+
+
+def open_coco(num_images: int | None = None) -> ImageSet:
+    """The published comparison's COCO subset: exactly the first N listed images, in the list's order.
+
+    Every one of them must be in the folder (a subset with holes would not be the published one).
+    """
+    name, paths = resolve_dataset("coco")
+    try:
+        entries = select(num_images)
+    except ValueError as exc:
+        raise FileNotFoundError(str(exc)) from None
+    paths = paths[:len(entries)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        folder = paths[0].parent
+        raise FileNotFoundError(
+            f"COCO folder {folder} lacks {len(missing)} of the first {len(entries)} listed images (e.g. {missing[0]}): "
+            f"run `vtok download coco --num-images {len(entries)} --dir {folder}`")
+    return ImageSet(name, paths, id_list_sha256=ids_sha256(entries))
