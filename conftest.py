@@ -30,5 +30,8 @@ def pytest_addoption(parser) -> None:
     group.addoption("--gen", default="",
                     help="generation settings as key=value,... (e.g. steps=28,top_k=0), applied where a tokenizer "
                          "has that setting")
+    group.addoption("--native", action="store_true", default=False,
+                    help="score de-tokenizers that paint above the benchmark resolution (Lumina2: 1024 px) at their "
+                         "own size against a crop of that size, instead of after the published LANCZOS downscale")
     group.addoption("--offline", action="store_true", default=False,
                     help="never download: weights must be in --weights-dir or the hub cache")

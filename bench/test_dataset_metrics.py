@@ -31,4 +31,6 @@ def test_token_statistics(evaluation, tokenizer):
 def test_bits_per_pixel(evaluation, tokenizer, request):
     if request.config.getoption("resolution"):
         pytest.skip("--resolution overrides the spec's resolution: its bpp no longer applies")
-    assert evaluation.dataset_metrics["bpp"] == pytest.approx(tokenizer.spec.bits_per_pixel)
+    spec = tokenizer.spec  # the tokenizer's resolution: the spec's, or the painting's own size under --native
+    expected = spec.num_tokens * spec.bits_per_token / tokenizer.resolution**2
+    assert evaluation.dataset_metrics["bpp"] == pytest.approx(expected)

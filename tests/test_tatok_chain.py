@@ -101,3 +101,31 @@ def test_sana_chain_feeds_the_encoders_decoder_features_to_sana(golden):
     torch.testing.assert_close(ours, direct.clamp(0, 1), atol=1e-5, rtol=0)
     assert ours.shape == (2, 3, 512, 512)
     assert vt.get_spec("tatok_sana_512").resolved_settings("upstream")["steps"] == 28
+
+
+def test_lumina2_chain_paints_from_decoder_features_and_downscales_like_the_published_comparison(golden):
+    from PIL import Image
+
+    from vision_tokenizers.base import pil_to_tensor01, tensor01_to_pil
+
+    tok = vt.load("tatok_lumina2_tiny", weights_dir=shared_path("golden"), offline=True)
+    ids = tok.encode(golden["input.image_64"])
+    ours = tok.decode(ids, image_generators(2, ["a", "b"]))
+    assert ours.shape == (2, 3, 64, 64) and tok.resolution == 64
+    features = tok.encoder.decode_from_indices(ids).repeat(1, 1, 1152 // 48)
+    painted = tok.lumina.generate(features, steps=3, time_shift=6.0, resolution=128,
+                                  generator=image_generators(2, ["a", "b"]))
+    lanczos = pil_to_tensor01([im.resize((64, 64), Image.Resampling.LANCZOS) for im in tensor01_to_pil(painted)])
+    assert (ours - lanczos).abs().max() <= 1 / 255 + 1e-6
+    native = vt.load("tatok_lumina2_tiny", weights_dir=shared_path("golden"), offline=True,
+                     settings={"native": True})
+    assert native.resolution == 128
+    assert native.decode(ids, image_generators(2, ["a", "b"])).shape == (2, 3, 128, 128)
+
+
+def test_gated_dependencies_say_how_to_log_in(tmp_path):
+    with pytest.raises(vt.WeightsUnavailable) as info:
+        vt.load("tatok_lumina2_512", weights_dir=tmp_path, offline=True)
+    message = str(info.value)
+    assert "\n" not in message and "google/gemma-2-2b" in message and "huggingface-cli login" in message
+    assert f"{tmp_path}/gemma-2-2b/" in message and f"{tmp_path}/tatok/" in message

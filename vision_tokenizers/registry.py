@@ -75,6 +75,23 @@ _SANA_SETTINGS = {"steps": 50, "guidance_scale": 1.0}
 _SANA_PRESETS = {"upstream": {"steps": 28}}
 
 
+# Tar-Lumina2 (original Lumina-Image-2.0 NextDiT + Tar condition branch) with the FLUX.1-dev VAE and a fixed
+# Gemma-2-2b prompt; both of those are gated on the hub. 50 time points, time shift 6 (the release's sampler).
+_LUMINA2_SETTINGS = {"steps": 50, "time_shift": 6.0, "guidance_scale": 1.0, "paint_resolution": 1024,
+                     "output_resize": "lanczos", "native": False}
+_GEMMA_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json",
+                "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                "model-00003-of-00003.safetensors", "special_tokens_map.json", "tokenizer.json",
+                "tokenizer_config.json")
+_LUMINA2_FILES = (
+    *(WeightFile(f, local_dir="Tar-Lumina2", repo_id="csuhan/Tar-Lumina2")
+      for f in ("consolidated_ema.00-of-01.pth", "model_args.pth")),
+    *(WeightFile(f, local_dir="FLUX.1-dev", repo_id="black-forest-labs/FLUX.1-dev", gated=True)
+      for f in ("vae/config.json", "vae/diffusion_pytorch_model.safetensors")),
+    *(WeightFile(f, local_dir="gemma-2-2b", repo_id="google/gemma-2-2b", gated=True) for f in _GEMMA_FILES),
+)
+
+
 SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
     TokenizerSpec(
         name="vae_sd_mse_512", family="sd_vae", resolution=512, kind="continuous", token_shape=(4, 64, 64),
@@ -120,6 +137,14 @@ SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
         published={"psnr": 13.11, "ssim": 0.370, "lpips": 0.500, "fid": 48.91, "decode_s": 2.0},
         description="TA-Tok (27x27 ids of 65,536 codes) + Tar-SANA-600M diffusion de-tokenizer (diffusers)",
     ),
+    TokenizerSpec(
+        name="tatok_lumina2_512", family="tatok", resolution=512, kind="discrete", token_shape=(729,),
+        bits_per_token=16, codebook_size=65536, encoder_resolution=384, stochastic=True,
+        weights=(_TATOK_FILE, *_LUMINA2_FILES), config={"detok": "lumina2"}, settings=dict(_LUMINA2_SETTINGS),
+        published={"psnr": 14.01, "ssim": 0.391, "lpips": 0.445, "fid": 44.01, "decode_s": 95.7},
+        description="TA-Tok (27x27 ids) + Tar-Lumina2 NextDiT de-tokenizer; paints 1024 px, scored at 512 after "
+                    "PIL LANCZOS (as the published comparison)",
+    ),
     _tatok_ardtok("tatok_ardtok_256", 256),
     _tatok_ardtok("tatok_ardtok_1024", 1024),
     _tatok_ardtok("tatok_ardtok_512_p169", 512, pool_scale=2),
@@ -157,6 +182,22 @@ SPECS: dict[str, TokenizerSpec] = {s.name: s for s in (
         config={"detok": "sana", "tiny_width_adapter": "tile"}, settings={"steps": 4, "guidance_scale": 1.0},
         presets=dict(_SANA_PRESETS),
         description="tiny TA-Tok + tiny Tar-SANA (golden checkpoints); 48-wide features tiled to 1152 (tiny only)",
+    ),
+    TokenizerSpec(
+        name="tatok_lumina2_tiny", family="tatok", resolution=64, kind="discrete", token_shape=(16,),
+        bits_per_token=7, codebook_size=128, tiny=True, encoder_resolution=56, stochastic=True,
+        weights=(WeightFile("ta_tok.pth", local_dir="tatok_ardtok/tatok"),
+                 *(WeightFile(f, local_dir="tar_diffusion_dtok/lumina2/Tar-Lumina2")
+                   for f in ("consolidated_ema.00-of-01.pth", "model_args.pth")),
+                 *(WeightFile(f, local_dir="tar_diffusion_dtok/lumina2/FLUX.1-dev")
+                   for f in ("vae/config.json", "vae/diffusion_pytorch_model.safetensors")),
+                 *(WeightFile(f, local_dir="tar_diffusion_dtok/lumina2/gemma-2-2b")
+                   for f in ("config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+                             "tokenizer_config.json"))),
+        config={"detok": "lumina2", "tiny_width_adapter": "tile"},
+        settings=dict(_LUMINA2_SETTINGS, steps=3, paint_resolution=128),
+        description="tiny TA-Tok + tiny Tar-Lumina2 (golden checkpoints): paints 128 px, LANCZOS to 64; "
+                    "48-wide features tiled to 1152 (tiny only)",
     ),
 )}
 

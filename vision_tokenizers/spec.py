@@ -22,6 +22,7 @@ class WeightFile:
     sha256: str | None = None
     revision: str | None = None
     verify_cached: bool = True  # False: like torch hub, the digest is checked on download only
+    gated: bool = False  # the hub asks for a login and an accepted licence before downloading
 
     @property
     def origin(self) -> str:

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from tok.ar_dtok import ARDTok
 from tok.llamagen_vq import VQModel
+from tok.lumina2_dtok import Lumina2DTok
 from tok.sana_dtok import SanaDTok
 from tok.tatok import TATok
-from vision_tokenizers.base import BaseTokenizer, Generators
+from vision_tokenizers.base import BaseTokenizer, Generators, pil_to_tensor01, tensor01_to_pil
 from vision_tokenizers.components import shared_component
 from vision_tokenizers.spec import TokenizerSpec
 
@@ -105,6 +107,39 @@ class TATokSana(TATokTokenizer):
                                   generator=list(generator) if isinstance(generator, (list, tuple)) else generator)
 
 
+class TATokLumina2(TATokTokenizer):
+    """TA-Tok + Tar-Lumina2 (NextDiT with a condition branch, FLUX VAE): paints `paint_resolution` px in [0, 1].
+
+    The published comparison scored it at 512 px after a PIL LANCZOS resize of the 1024 px painting; we do the same
+    on the rounded 8-bit image (setting `output_resize`), unless `native` keeps the painting's own size.
+    """
+
+    def __init__(self, spec: TokenizerSpec, encoder: TATok, lumina: Lumina2DTok, device: torch.device,
+                 dtype: torch.dtype):
+        super().__init__(spec, encoder, device, dtype)
+        self.lumina = self.prepare(lumina)
+        self.width_adapter = spec.config.get("tiny_width_adapter")
+
+    @property
+    def resolution(self) -> int:
+        return int(self.settings["paint_resolution"]) if self.settings.get("native") else self.spec.resolution
+
+    def paint(self, features: torch.Tensor, generator: Generators) -> torch.Tensor:
+        if self.width_adapter == "tile":  # tiny spec only: 48-wide tiny TA-Tok features tiled to 1152
+            features = features.repeat(1, 1, self.lumina.cond_in_channels // features.shape[-1])
+        s = self.settings
+        images = self.lumina.generate(features, steps=int(s["steps"]), time_shift=float(s["time_shift"]),
+                                      guidance_scale=float(s["guidance_scale"]),
+                                      resolution=int(s["paint_resolution"]),
+                                      generator=list(generator) if isinstance(generator, (list, tuple)) else generator)
+        if s.get("native") or images.shape[-1] == self.spec.resolution:
+            return images
+        if s["output_resize"] != "lanczos":
+            raise ValueError(f"{self.spec.name}: unknown output_resize {s['output_resize']!r} (known: lanczos)")
+        small = [im.resize((self.spec.resolution,) * 2, Image.Resampling.LANCZOS) for im in tensor01_to_pil(images)]
+        return pil_to_tensor01(small).to(images.device)
+
+
 def _file(files: dict[str, Path], suffix: str, what: str) -> Path:
     found = [p for name, p in files.items() if name.endswith(suffix) and name != TATOK_FILE]
     if len(found) != 1:
@@ -114,6 +149,12 @@ def _file(files: dict[str, Path], suffix: str, what: str) -> Path:
 
 def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> TATokTokenizer:
     encoder = load_encoder(files, device, dtype)
+    if spec.config.get("detok") == "lumina2":
+        lumina = Lumina2DTok.from_pretrained(files["model_args.pth"].parent, files["vae/config.json"].parent,
+                                             files["config.json"].parent, torch_dtype=dtype)
+        tok = TATokLumina2(spec, encoder, lumina, device, dtype)
+        _check_spec(spec, tok)
+        return tok
     if spec.config.get("detok") == "sana":
         folder = files["model_index.json"].parent  # the release folder (local or the hub snapshot)
         sana = SanaDTok.from_pretrained(folder, torch_dtype=dtype)

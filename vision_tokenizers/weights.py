@@ -142,10 +142,17 @@ def resolve_weights(spec: TokenizerSpec, weights_dir: str | Path | None = None,
             missing.append(wf)
             how = how or exc.why
     if missing:
-        where = weights_dir / missing[0].local_dir
-        names = ", ".join(wf.filename for wf in missing)
-        origins = ", ".join(sorted({wf.origin.rsplit("/", 1)[0] for wf in missing}))
+        folders: dict[str, list[WeightFile]] = {}
+        for wf in missing:
+            folders.setdefault(wf.local_dir, []).append(wf)
+        put = "; ".join(f"{', '.join(wf.filename for wf in group)} in {weights_dir / local}/ (from "
+                        f"{', '.join(sorted({wf.origin.rsplit('/', 1)[0] for wf in group}))})"
+                        for local, group in folders.items())
+        gated = sorted({wf.repo_id for wf in missing if wf.gated and wf.repo_id})
+        login = (f"; {', '.join(gated)} {'is' if len(gated) == 1 else 'are'} gated: accept the licence on the "
+                 f"model page, run `huggingface-cli login`, then `huggingface-cli download <repo>` while online"
+                 if gated else "")
         raise WeightsUnavailable(
-            f"weights for {spec.name} unavailable ({how}): put {names} in {where}/ "
-            f"(from {origins}) or point --weights-dir/VTOK_WEIGHTS at a folder holding {missing[0].local_dir}/")
+            f"weights for {spec.name} unavailable ({how}): put {put}; or point --weights-dir/VTOK_WEIGHTS at a "
+            f"folder holding {', '.join(f + '/' for f in folders)}{login}")
     return found
