@@ -30,6 +30,9 @@ def pytest_addoption(parser) -> None:
     group.addoption("--gen", default="",
                     help="generation settings as key=value,... (e.g. steps=28,top_k=0), applied where a tokenizer "
                          "has that setting")
+    group.addoption("--sweep", default="",
+                    help="run each sampling tokenizer that has the setting once per value, e.g. steps=10,28,50; "
+                         "results are named <tokenizer>@steps=<value> and the report plots quality against it")
     group.addoption("--native", action="store_true", default=False,
                     help="score de-tokenizers that paint above the benchmark resolution (Lumina2: 1024 px) at their "
                          "own size against a crop of that size, instead of after the published LANCZOS downscale")

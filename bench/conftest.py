@@ -85,7 +85,7 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
     resumed = record.recorded_evaluation(
         tokenizer_name, dataset=images.name, resolution=resolution, ids=ids,
         image_metrics=[*PIXEL_METRICS, "bpp"] + (["lpips"] if lpips else []),
-        dataset_metrics=["bpp"] + (["fid"] if fid else []))
+        dataset_metrics=["bpp"] + (["fid"] if fid else []), settings=tokenizer.settings)
     if resumed is not None:
         warnings.warn(f"{tokenizer_name}: resumed {len(ids)} images from {record.report_dir}", UserWarning,
                       stacklevel=1)

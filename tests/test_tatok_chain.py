@@ -129,3 +129,22 @@ def test_gated_dependencies_say_how_to_log_in(tmp_path):
     message = str(info.value)
     assert "\n" not in message and "google/gemma-2-2b" in message and "huggingface-cli login" in message
     assert f"{tmp_path}/gemma-2-2b/" in message and f"{tmp_path}/tatok/" in message
+
+
+def test_step_sweep_runs_each_value_and_plots_quality_against_steps(tmp_path):
+    from tests.test_bench_e2e import run_bench
+    from vision_tokenizers.results import read_records
+
+    report = tmp_path / "report"
+    proc = run_bench("--tokenizers", "tatok_sana_tiny,magvit2_tiny", "--sweep", "steps=1,2",
+                     "--weights-dir", str(shared_path("golden")), "--offline", "--benchmark-disable",
+                     "--dataset", str(shared_path("images", "coco_val2017")), "--num-images", "2",
+                     "--report-dir", str(report), "-v")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "test_reconstruction[tatok_sana_tiny@steps=1] PASSED" in proc.stdout
+    assert "test_reconstruction[magvit2_tiny] PASSED" in proc.stdout, "tokenizers without the setting run once"
+    records = read_records(report)
+    settings = {r["tokenizer"]: r["meta"]["settings"].get("steps") for r in records if r["type"] == "dataset"}
+    assert settings == {"tatok_sana_tiny@steps=1": 1, "tatok_sana_tiny@steps=2": 2, "magvit2_tiny": None}
+    assert (report / "quality_vs_steps.png").stat().st_size > 10_000
+    assert "quality_vs_steps.png" in (report / "summary.md").read_text()

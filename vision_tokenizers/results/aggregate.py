@@ -52,7 +52,7 @@ def _tokenizer_facts(records: list[Mapping]) -> dict[str, dict]:
     for rec in records:
         if rec.get("type") == "tokenizer" and rec.get("tokenizer") is not None:
             facts[str(rec["tokenizer"])] = {**(rec.get("facts") or {}), "settings": rec.get("settings") or {},
-                                            "weights": rec.get("weights") or {}}
+                                            "weights": rec.get("weights") or {}, "sweep": rec.get("sweep")}
     return facts
 
 

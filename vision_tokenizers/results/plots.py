@@ -207,3 +207,56 @@ def _fid_note(report: dict) -> str:
     metas = [t["dataset_meta"] for t in report["tokenizers"].values() if "fid" in t["dataset_metrics"]]
     ns = {m.get("fid_n", m.get("n")) for m in metas if m.get("fid_n", m.get("n")) is not None}
     return f"   (n={ns.pop()})" if len(ns) == 1 else ""
+
+
+def sweep_series(report: dict) -> dict[tuple[str, str], list[tuple[float, str]]]:
+    """(spec name, setting) -> [(value, result name)] for tokenizers run at several values of one setting."""
+    series: dict[tuple[str, str], list[tuple[float, str]]] = {}
+    for name, tok in report["tokenizers"].items():
+        sweep = (tok.get("spec") or {}).get("sweep")
+        if sweep and isinstance(sweep.get("value"), (int, float)):
+            base = (tok.get("spec") or {}).get("spec_name", name)
+            series.setdefault((base, sweep["key"]), []).append((float(sweep["value"]), name))
+    return {k: sorted(v) for k, v in series.items() if len(v) > 1}
+
+
+def plot_sweeps(report: dict, path: str | os.PathLike) -> Path | None:
+    """Quality (PSNR, SSIM, LPIPS, rFID) against a swept generation setting (e.g. diffusion steps); None if none."""
+    series = sweep_series(report)
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("psnr", "PSNR (dB) ↑"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"), ("fid", "rFID ↓"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), constrained_layout=True)
+    colors = _colors(base for base, _ in series)
+    for ax, (metric, title) in zip(axes, panels, strict=True):
+        drawn = False
+        for (base, key), points in series.items():
+            xs, ys, errs = [], [], []
+            for value, name in points:
+                tok = report["tokenizers"][name]
+                stat = tok["dataset_metrics"].get("fid") if metric == "fid" else \
+                    tok["metrics"].get(metric, {}).get("mean")
+                if stat is None:
+                    continue
+                xs.append(value)
+                ys.append(stat)
+                errs.append(0.0 if metric == "fid" else tok["metrics"][metric].get("std") or 0.0)
+            if xs:
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=colors[base], label=f"{base} ({key})")
+                drawn = True
+        if not drawn:
+            _not_measured(ax, title, _common_reason(report["tokenizers"], metric))
+            continue
+        ax.set_title(title)
+        ax.set_xlabel(" / ".join(sorted({key for _, key in series})))
+        _style(ax)
+        ax.grid(axis="y", color="0.9", linewidth=0.8)
+    axes[0].legend(fontsize=8, frameon=False)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

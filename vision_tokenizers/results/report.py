@@ -9,7 +9,7 @@ from pathlib import Path
 from vision_tokenizers.results.aggregate import aggregate
 from vision_tokenizers.results.constants import GRID_IMAGES, RECORDS_GLOB
 from vision_tokenizers.results.grids import make_grid
-from vision_tokenizers.results.plots import plot_summary
+from vision_tokenizers.results.plots import plot_summary, plot_sweeps, sweep_series
 from vision_tokenizers.results.store import read_records, record_files
 from vision_tokenizers.results.tables import write_csv, write_json, write_markdown
 
@@ -38,6 +38,9 @@ def build_report(report_dir: str | os.PathLike, *, max_images: int = GRID_IMAGES
             files[key] = out
 
     attempt("summary_png", plot_summary, report, report_dir / "summary.png")
+    if sweep_series(report):
+        keys = "_".join(sorted({key for _, key in sweep_series(report)}))
+        attempt("sweep_png", plot_sweeps, report, report_dir / f"quality_vs_{keys}.png")
     attempt("grid", make_grid, report, report_dir, report_dir / "grid.png", max_images=max_images)
     resolutions = sorted({r["resolution"] for r in report["images"] if r.get("recon") and r.get("resolution")})
     if len(resolutions) > 1:

@@ -93,12 +93,14 @@ def completed_images(records: Iterable[Mapping] | str | os.PathLike, tokenizer: 
 
 def recorded_evaluation(records: Iterable[Mapping] | str | os.PathLike, tokenizer: str, *, dataset: str,
                         resolution: int, ids: list[str], image_metrics: Iterable[str],
-                        dataset_metrics: Iterable[str]) -> tuple[dict[str, dict], dict] | None:
+                        dataset_metrics: Iterable[str],
+                        settings: Mapping[str, Any] | None = None) -> tuple[dict[str, dict], dict] | None:
     """The complete evaluation already stored for exactly these images, or None if anything is missing.
 
     Returns ({image id: metrics}, dataset record). Complete means: every id has an image record (same dataset and
     resolution) with every one of `image_metrics`, and a dataset record for the same dataset, resolution and image
-    count carries every one of `dataset_metrics`. A rerun into the same report dir then reconstructs nothing.
+    count carries every one of `dataset_metrics`, made with the same generation `settings` when given. A rerun into
+    the same report dir then reconstructs nothing.
     """
     records = _records(records) if not isinstance(records, (str, os.PathLike)) or Path(records).exists() else []
     images: dict[str, dict] = {}
@@ -110,7 +112,8 @@ def recorded_evaluation(records: Iterable[Mapping] | str | os.PathLike, tokenize
             images.setdefault(rec["image_id"], {}).update(rec.get("metrics") or {})
         meta = rec.get("meta") or {}
         if rec.get("type") == "dataset" and (meta.get("dataset"), meta.get("resolution"), meta.get("n")) == (
-                dataset, resolution, len(ids)):
+                dataset, resolution, len(ids)) and (settings is None or _jsonable(meta.get("settings") or {}) ==
+                                                    _jsonable(dict(settings))):
             found = rec
     image_metrics, dataset_metrics = list(image_metrics), list(dataset_metrics)
     if found is None or any(i not in images or any(images[i].get(m) is None for m in image_metrics) for i in ids):

@@ -96,6 +96,9 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
     L += ["## Reconstruction quality", ""]
     if "summary_png" in files:
         L += [f"![summary]({files['summary_png'].name})", ""]
+    if "sweep_png" in files:
+        L += ["Quality against the swept generation setting (one line per tokenizer):", "",
+              f"![quality vs setting]({files['sweep_png'].name})", ""]
     extra = sorted({m for t in toks.values() for m in t["metrics"]} - {*QUALITY, "bpp"})
     cols = [*QUALITY, *extra, "fid"]
     head = [METRICS.get(m, (m,))[0] + (f" ({METRICS[m][1]})" if m in METRICS and METRICS[m][1] else "")
