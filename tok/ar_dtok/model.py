@@ -17,19 +17,7 @@ from torch.nn import functional as F
 from tok.ar_dtok.config import ARDTokConfig, find_multiple
 from tok.ar_dtok.sampling import Generators, check_sampling_args, code_probs, draw
 from tok.checkpoint import CheckpointError, build_on_meta, load_strict, read_checkpoint, state_dict_at
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 even for bf16 activations (as upstream), scale in the model dtype.
-        xf = x.float()
-        normed = xf * torch.rsqrt(torch.mean(xf * xf, dim=-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+from tok.layers import RMSNorm
 
 
 class KVCache:

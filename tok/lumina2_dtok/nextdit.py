@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tok.checkpoint import CheckpointError, build_on_meta, load_strict, read_checkpoint, read_state_dict
+from tok.layers import RMSNorm
 
 MODEL_ARGS_FILE = "model_args.pth"
 LUMINA2_HUB_ID = "csuhan/Tar-Lumina2"
@@ -77,19 +78,6 @@ NEXTDIT_ARCHS: dict[str, dict[str, Any]] = {
 
 
 # ------------------------------------------------------------------------------------------------------ building blocks
-class RMSNorm(nn.Module):
-    """Lumina's vanilla RMSNorm: normalise in fp32, cast back, then scale (default eps 1e-6 as upstream's fallback)."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
-
-
 def modulate(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Scale-only adaLN; `scale` is (B, D) or already per token (B, L, D)."""
     return x * (1 + (scale.unsqueeze(1) if scale.dim() == 2 else scale))

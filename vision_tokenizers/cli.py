@@ -1,0 +1,480 @@
+"""`vtok`: try image tokenizers on your own images, fetch weights and the COCO subset, rebuild reports.
+
+    vtok list
+    vtok run --model taef2_512,magvit2_256 --input photo.jpg --output out/
+    vtok download weights all
+    vtok download coco --num-images 1000
+    vtok report results/latest
+
+Also `python -m vision_tokenizers ...`. Exit status: 0 when something was done, 1 when nothing could be done (every
+tokenizer or image unavailable), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+USAGE_ERROR, NOTHING_DONE = 2, 1
+
+
+def _names(value: str, *, allow_all: bool = True) -> list[str]:
+    """'a,b' / 'all' / 'tiny' -> registered names; an unknown name is a usage error naming the known ones."""
+    from vision_tokenizers.registry import SPECS, list_tokenizers
+
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if allow_all and names == ["all"]:
+        return list_tokenizers()
+    if allow_all and names == ["tiny"]:
+        return [n for n, s in SPECS.items() if s.tiny]
+    unknown = [n for n in names if n not in SPECS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown tokenizer {', '.join(unknown) or repr(value)}; known: "
+                                         f"{', '.join(SPECS)} (or all, tiny)")
+    return list(dict.fromkeys(names))
+
+
+def _weights_dir(value: str | None) -> Path:
+    from vision_tokenizers.weights import default_weights_dir
+
+    return Path(value) if value else default_weights_dir()
+
+
+def _progress_disabled(mode: str) -> bool | None:
+    """tqdm's `disable`: None lets tqdm decide (on for a terminal, off in logs and CI)."""
+    return {"on": False, "off": True}.get(mode)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# vtok list
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from vision_tokenizers.playground import weights_status
+    from vision_tokenizers.registry import SPECS
+
+    weights_dir = _weights_dir(args.weights_dir)
+    rows = [("name", "kind", "res", "tokens", "codebook", "bits/px", "weights")]
+    for name, spec in SPECS.items():
+        if spec.tiny and not args.all:
+            continue
+        present, where = weights_status(name, weights_dir)
+        origins = sorted({wf.origin.rsplit("/", 1)[0] for wf in spec.weights if wf.repo_id or wf.url})
+        weights = f"present in {where}" if present else \
+            f"missing (from {', '.join(origins)})" if origins else "missing (no public origin: test model files)"
+        rows.append((name + (" [test]" if spec.tiny else ""), spec.kind, str(spec.resolution),
+                     "x".join(map(str, spec.token_shape)), str(spec.codebook_size or "-"),
+                     f"{spec.bits_per_pixel:.4g}", weights))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    print(f"\nweights folder: {weights_dir} (--weights-dir / VTOK_WEIGHTS); missing files come from the origin shown"
+          " (`vtok download weights NAME`)" + ("" if args.all else "; --all also lists the tiny test models"))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# vtok run
+
+
+def _inputs(path: Path) -> list[tuple[str, Path]]:
+    """(image id, file) for a file or every image file under a folder; ids are unique and filesystem-safe."""
+    from vision_tokenizers.images import list_images
+
+    files = [path] if path.is_file() else list_images(path)
+    out, seen = [], set()
+    for file in files:
+        rel = file.relative_to(path) if path.is_dir() else Path(file.name)
+        image_id = rel.with_suffix("").as_posix().replace("/", "__")
+        if image_id in seen:
+            image_id = rel.as_posix().replace("/", "__").replace(".", "_")
+        seen.add(image_id)
+        out.append((image_id, file))
+    return out
+
+
+def _save_tokens(tokens, target: Path, fmt: str, meta: dict[str, str]) -> None:
+    import torch
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokens = tokens.detach().cpu().contiguous()
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"tokens": tokens}, str(target.with_suffix(".safetensors")), metadata=meta)
+    else:
+        import numpy as np
+
+        if tokens.dtype in (torch.bfloat16,):  # numpy has no bfloat16: widen, exactly
+            tokens = tokens.float()
+        np.save(target.with_suffix(".npy"), tokens.numpy())
+
+
+class _Run:
+    """The state of one `vtok run`: where files go, what was recorded, what failed."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from vision_tokenizers.results import RECORDS_FILE
+
+        self.args = args
+        self.out = Path(args.output)
+        self.records = self.out / RECORDS_FILE
+        self.bad: dict[str, str] = {}         # image id -> reason (reported once)
+        self.done: dict[str, dict[str, dict]] = {}  # image id -> tokenizer -> {metrics, resolution, ...}
+        self.saved_originals: set[tuple[int, str]] = set()
+        self.bar = None  # the current tokenizer's progress bar
+
+    def record(self, **obj) -> None:
+        from vision_tokenizers.results import append_record
+
+        append_record(self.records, {**obj, "ts": time.time()})
+
+    def save_png(self, pixels_chw, rel: str) -> str:
+        from PIL import Image
+
+        target = self.out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        Image.fromarray(pixels_chw.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG")
+        os.replace(tmp, target)
+        return rel
+
+    def batches(self, items: list[tuple[str, Path]], resolution: int, size: int) -> Iterator:
+        """(ids, uint8 (B,3,R,R)) batches; unreadable files are reported (once) and left out."""
+        import numpy as np
+        import torch
+        from tqdm.auto import tqdm
+
+        from vision_tokenizers.images import BadImage, load_image, prepare_image
+
+        ids, arrays = [], []
+        for image_id, path in items:
+            if image_id in self.bad:
+                continue
+            try:
+                image = load_image(path)
+            except BadImage as exc:
+                self.bad[image_id] = str(exc)
+                tqdm.write(f"skipped: {exc}", file=sys.stderr)  # one line, above any progress bar
+                self.record(type="skip", tokenizer=None, what="image", image_id=image_id, reason=str(exc))
+                if self.bar is not None:
+                    self.bar.update(1)
+                continue
+            ids.append(image_id)
+            arrays.append(np.asarray(prepare_image(image, resolution)))
+            if len(ids) == size:
+                yield ids, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+                ids, arrays = [], []
+        if ids:
+            yield ids, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from vision_tokenizers.evaluate import evaluate
+    from vision_tokenizers.playground import TokenizerPlayground
+    from vision_tokenizers.weights import WeightsUnavailable
+
+    source = Path(args.input)
+    if not source.exists():
+        print(f"vtok run: error: --input {source}: no such file or folder", file=sys.stderr)
+        return USAGE_ERROR
+    items = _inputs(source)
+    if not items:
+        print(f"vtok run: error: --input {source}: no image files (.jpg/.png/...) there", file=sys.stderr)
+        return USAGE_ERROR
+    run = _Run(args)
+    run.out.mkdir(parents=True, exist_ok=True)
+    options = {"model": args.model, "input": str(source), "dataset": source.name, "num_images": len(items),
+               "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
+               "weights_dir": str(_weights_dir(args.weights_dir)), "save_tokens": args.save_tokens,
+               "seed": args.seed}
+    run.record(type="run", tool="vtok run", started=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+               options=options, host={"python": platform.python_version(), "platform": platform.platform(terse=True),
+                                      "device": args.device})
+    playground = TokenizerPlayground(args.device, args.dtype, _weights_dir(args.weights_dir), args.offline or None)
+    lpips = None
+    if not args.no_lpips:
+        lpips = playground.lpips()
+        if lpips is None:
+            print(f"LPIPS skipped: {playground.lpips_reason}", file=sys.stderr)
+    summaries, loaded = [], 0
+    for name in args.model:
+        try:
+            tokenizer = playground.load(name)
+        except WeightsUnavailable as exc:
+            print(f"{name}: skipped: {exc}", file=sys.stderr, flush=True)
+            run.record(type="skip", tokenizer=name, what="tokenizer", reason=str(exc))
+            continue
+        loaded += 1
+        spec, resolution = tokenizer.spec, tokenizer.spec.resolution
+        if lpips is None and not args.no_lpips:
+            run.record(type="skip", tokenizer=name, what="metric:lpips", reason=str(playground.lpips_reason))
+        todo = [it for it in items if it[0] not in run.bad]
+        bar = run.bar = tqdm(total=len(todo), desc=name, unit="img", disable=_progress_disabled(args.progress),
+                             dynamic_ncols=True)
+
+        def store(batch, name=name, spec=spec, resolution=resolution, bar=bar) -> None:
+            for i, image_id in enumerate(batch.ids):
+                original = f"originals/{resolution}/{image_id}.png"
+                if (resolution, image_id) not in run.saved_originals:
+                    run.save_png(batch.original[i], original)
+                    run.saved_originals.add((resolution, image_id))
+                recon = run.save_png(batch.reconstruction[i], f"recon/{name}/{image_id}.png")
+                if args.save_tokens:
+                    meta = {"tokenizer": name, "image_id": image_id, "kind": spec.kind,
+                            "token_shape": json.dumps(list(spec.token_shape)),
+                            "codebook_size": str(spec.codebook_size or "")}
+                    _save_tokens(batch.tokens[i], run.out / "tokens" / name / image_id, args.save_tokens, meta)
+                seed = {"seed": batch.seeds[i]} if getattr(batch, "seeds", None) is not None else {}
+                run.record(type="image", tokenizer=name, image_id=image_id, dataset=source.name,
+                           resolution=resolution, metrics=batch.metrics[i], recon=recon, original=original, **seed)
+                run.done.setdefault(image_id, {})[name] = {"metrics": batch.metrics[i], "num_tokens": spec.num_tokens}
+            bar.update(len(batch.ids))
+
+        started = time.perf_counter()
+        try:
+            result = evaluate(tokenizer, run.batches(todo, resolution, args.batch_size), lpips=lpips, on_batch=store,
+                              run_seed=args.seed)
+        finally:
+            bar.close()
+        elapsed = time.perf_counter() - started
+        playground.unload(name)  # one model in memory at a time
+        if not result.per_image:
+            continue
+        run.record(type="dataset", tokenizer=name, metrics=result.dataset_metrics,
+                   meta={**result.dataset_meta, "n": len(result.per_image), "dataset": source.name,
+                         "resolution": resolution})
+        summaries.append(f"{name}: {len(result.per_image)} image(s), PSNR {result.mean('psnr'):.2f} dB, "
+                         f"SSIM {result.mean('ssim'):.4f}" +
+                         (f", LPIPS {result.mean('lpips'):.4f}" if lpips is not None else "") +
+                         f", {spec.bits_per_pixel:.4g} bits/px, {len(result.per_image) / elapsed:.2f} img/s")
+    if not run.done:
+        print("vtok run: nothing done: " + ("no tokenizer could be loaded" if not loaded else
+                                            "no input image could be read"), file=sys.stderr)
+        return NOTHING_DONE
+    _write_comparisons(run, [n for n in args.model if any(n in v for v in run.done.values())])
+    from vision_tokenizers.results import build_report
+
+    files = build_report(run.out)
+    for line in summaries:
+        print(line)
+    print(f"wrote {len(run.done)} comparison image(s) to {run.out / 'compare'}, per-image metrics to "
+          f"{files['csv']}, summary to {files['markdown']}")
+    if run.bad:
+        print(f"{len(run.bad)} unreadable file(s) skipped (listed above)", file=sys.stderr)
+    return 0
+
+
+def _write_comparisons(run: _Run, names: list[str]) -> None:
+    """compare/<image>.png: the original | each tokenizer's reconstruction, metrics under each."""
+    from PIL import Image
+
+    from vision_tokenizers.playground import metric_lines, side_by_side
+
+    for image_id, per_tok in run.done.items():
+        originals = sorted(run.out.glob(f"originals/*/{image_id}.png"), key=lambda p: -int(p.parent.name))
+        with Image.open(originals[0]) as im:
+            panels = [(im.convert("RGB"), ["original", f"{im.width}x{im.height} centre crop"])]
+        for name in names:
+            if name in per_tok:
+                with Image.open(run.out / "recon" / name / f"{image_id}.png") as rec:
+                    info = per_tok[name]
+                    panels.append((rec.convert("RGB"), metric_lines(name, info["metrics"], info["num_tokens"])))
+        target = run.out / "compare" / f"{image_id}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        side_by_side(panels).save(target)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# vtok download
+
+
+def cmd_download_weights(args: argparse.Namespace) -> int:
+    from vision_tokenizers.registry import get_spec, list_tokenizers
+    from vision_tokenizers.weights import WeightsUnavailable, resolve_weights
+
+    names = list_tokenizers() if "all" in args.names else args.names
+    try:
+        names = _names(",".join(names), allow_all=False)
+    except argparse.ArgumentTypeError as exc:
+        print(f"vtok download weights: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    weights_dir = _weights_dir(args.weights_dir)
+    ok = 0
+    for name in names:
+        try:
+            files = resolve_weights(get_spec(name), weights_dir, offline=args.offline or None)
+        except WeightsUnavailable as exc:
+            print(f"{name}: {exc}")
+            continue
+        ok += 1
+        print(f"{name}: ok, " + ", ".join(sorted({str(p.parent) for p in files.values()})))
+    print(f"{ok} of {len(names)} tokenizer(s) have their weights")
+    return 0 if ok else NOTHING_DONE
+
+
+def cmd_download_coco(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from vision_tokenizers.coco import VAL2017, DownloadError, download_coco, select
+    from vision_tokenizers.datasets import coco_dir
+
+    try:
+        entries = select(args.num_images)
+    except ValueError as exc:
+        print(f"vtok download coco: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    folder = Path(args.dir) if args.dir else coco_dir()
+    archive = replace(VAL2017, url=args.url) if args.url else VAL2017
+    try:
+        result = download_coco(folder, entries=entries, archive=archive, archive_path=args.archive,
+                               keep_archive=args.keep_archive, offline=args.offline,
+                               progress=_progress_disabled(args.progress) is not True,
+                               log=lambda msg: print(msg, file=sys.stderr))
+    except DownloadError as exc:
+        print(f"vtok download coco: {exc}", file=sys.stderr)
+        return NOTHING_DONE
+    how = (f"extracted {len(result.extracted)}" + (" from the downloaded archive" if result.downloaded else "")
+           if result.extracted else "already there, verified; nothing downloaded")
+    print(f"COCO val2017, first {len(entries)} images of the published list: {folder} ({how}); "
+          f"id list sha256 {result.ids_sha256}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# vtok report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vision_tokenizers.results import RECORDS_GLOB, build_report
+
+    report_dir = Path(args.report_dir)
+    if report_dir.is_file():  # results/latest as a text file where symlinks are not possible
+        report_dir = report_dir.parent / report_dir.read_text(encoding="utf-8").strip()
+    if not report_dir.is_dir() or not any(report_dir.glob(RECORDS_GLOB)):
+        print(f"vtok report: error: no {RECORDS_GLOB} in {report_dir}", file=sys.stderr)
+        return USAGE_ERROR
+    for name, path in build_report(report_dir, max_images=args.max_images).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the parser
+
+
+def _add_weights_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights-dir", default=None, metavar="DIR",
+                   help="folder searched for weights before the hub cache / a download (default: $VTOK_WEIGHTS or "
+                        "model_weights/)")
+    p.add_argument("--offline", action="store_true", help="never touch the network (also HF_HUB_OFFLINE=1)")
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress bar on stderr (auto: only on a terminal, so never in CI logs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # the installed distribution's version, without importing torch for `--help`
+        __version__ = version("vtok-bench")
+    except PackageNotFoundError:
+        __version__ = "(not installed)"
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="vtok", description=__doc__, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"vtok-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", help="every registered tokenizer: resolution, tokens, codebook, bits/px, weights",
+                       description="List every registered tokenizer with its resolution, tokens per image, codebook "
+                                   "size, bits per pixel, and whether its weights are on this machine (checked "
+                                   "without network) or where they would come from.")
+    p.add_argument("--all", action="store_true", help="also list the tiny test models")
+    p.add_argument("--weights-dir", default=None, metavar="DIR", help="weights folder to check (default: "
+                   "$VTOK_WEIGHTS or model_weights/)")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "run", help="reconstruct your images with one or more tokenizers; PNGs, comparison images, metrics CSV",
+        formatter_class=formatter,
+        description="Reconstruct a file or a folder of images with each tokenizer.\n\nWrites to --output:\n"
+                    "  compare/<image>.png         original | each tokenizer, metrics under each\n"
+                    "  recon/<tokenizer>/<image>.png, originals/<resolution>/<image>.png (the centre crops compared)\n"
+                    "  benchmark_results.csv       per-image metrics (PSNR, SSIM, LPIPS, MAE, RMSE, bits/px)\n"
+                    "  summary.md, summary.png, grid.png, report.json, records.jsonl (`vtok report` rebuilds them)\n"
+                    "  tokens/<tokenizer>/<image>.npy|.safetensors  with --save-tokens\n\n"
+                    "Unreadable files and tokenizers without weights are reported in one line each and skipped; "
+                    "the exit status is 1 only when nothing could be done.")
+    p.add_argument("--model", "-m", required=True, type=_names, metavar="A,B",
+                   help="comma-separated tokenizer names (see `vtok list`), 'all' or 'tiny'")
+    p.add_argument("--input", "-i", required=True, metavar="FILE|FOLDER", help="an image, or a folder searched "
+                   "recursively for .jpg/.png/.webp/...")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--save-tokens", nargs="?", const="npy", choices=("npy", "safetensors"), default=None,
+                   help="also save each image's tokens (default format: npy)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--batch-size", type=int, default=4, help="images per encode/decode call (default 4)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (needs the AlexNet weights)")
+    p.add_argument("--seed", type=int, default=0, help="run seed of sampling de-tokenizers; each image draws from "
+                   "its own generator seeded from (seed, image id) (default 0)")
+    _add_weights_options(p)
+    _add_progress(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("download", help="fetch tokenizer weights or the COCO val2017 subset",
+                       description="Fetch tokenizer weights or the COCO val2017 subset of the published comparison.")
+    dl = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    q = dl.add_parser("weights", help="weights of NAME... or all",
+                      description="Make the weights of each tokenizer available: the weights folder first, then the "
+                                  "Hugging Face cache / hub or the file's origin URL (sha256-checked where pinned). "
+                                  "One line per tokenizer; exit status 1 only when none has its weights.")
+    q.add_argument("names", nargs="+", metavar="NAME", help="tokenizer names, or 'all'")
+    _add_weights_options(q)
+    q.set_defaults(func=cmd_download_weights)
+    q = dl.add_parser("coco", help="the first N images of the published COCO val2017 list",
+                      description="Put the published comparison's COCO val2017 images (the first N entries of the "
+                                  "official instances_val2017.json, shipped with this package) into --dir. Fetches "
+                                  "the official val2017.zip (815,585,330 bytes, sha256-verified; an interrupted "
+                                  "download resumes), extracts only the listed images and records their sha256; a "
+                                  "folder that already holds them is verified without any download.")
+    q.add_argument("--num-images", type=int, default=1000, help="first N listed images, 1..1000 (default 1000)")
+    q.add_argument("--dir", default=None, help="image folder (default: $VTOK_COCO or data/coco/val2017); the archive "
+                   "is downloaded beside it")
+    q.add_argument("--archive", default=None, metavar="ZIP", help="use this copy of val2017.zip (sha256-checked)")
+    q.add_argument("--url", default=None, help="a mirror of val2017.zip (the same size and sha256 are required)")
+    q.add_argument("--keep-archive", action="store_true", help="keep the downloaded zip after extraction")
+    q.add_argument("--offline", action="store_true", help="verify only; never download")
+    _add_progress(q)
+    q.set_defaults(func=cmd_download_coco)
+
+    p = sub.add_parser("report", help="rebuild tables and plots from stored results (same as python -m reports)",
+                       description="Rebuild benchmark_results.csv, summary.md/png, grids and report.json from the "
+                                   "records*.jsonl of a benchmark run or of `vtok run`.")
+    p.add_argument("report_dir", nargs="?", default="results/latest", help="report folder (default results/latest)")
+    p.add_argument("--max-images", type=int, default=6, help="images per reconstruction grid (default 6)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        parser.error("--batch-size must be at least 1")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
