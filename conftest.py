@@ -36,5 +36,13 @@ def pytest_addoption(parser) -> None:
     group.addoption("--native", action="store_true", default=False,
                     help="score de-tokenizers that paint above the benchmark resolution (Lumina2: 1024 px) at their "
                          "own size against a crop of that size, instead of after the published LANCZOS downscale")
+    group.addoption("--shard", default=None,
+                    help="run shard i of N (1-based, e.g. 1/2): the files dealt by the sha256 of their id, whatever "
+                         "order they are listed in; `python -m reports merge DIR... --out OUT` combines the shards")
+    group.addoption("--seeds", type=int, default=1,
+                    help="decodes per image for sampling de-tokenizers (run seeds seed..seed+K-1); the summary shows "
+                         "the between-seed spread next to the between-image spread")
+    group.addoption("--bootstrap", type=int, default=1000,
+                    help="bootstrap resamples (over images, seeded) for the 95%% confidence intervals; 0: none")
     group.addoption("--offline", action="store_true", default=False,
                     help="never download: weights must be in --weights-dir or the hub cache")

@@ -1,7 +1,8 @@
 """Benchmark-only fixtures, each doing one thing: metric backbones, a progress bar, one evaluation pass per tokenizer.
 
-Resuming is one query on the results store (`record.recorded_evaluation`), file naming belongs to the recorder
-(`record.image(recon=..., original=...)`), and rFID is one session metric reset for every tokenizer.
+Resuming is one query on the results store (`record.resumable`: the images already measured under this run's protocol
+and tokenizer config), file naming belongs to the recorder (`record.image(recon=..., original=...)`,
+`record.statistics(...)`), and dataset metrics are reduced from the stored per-image statistics (`_reduce`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import warnings
 import pytest
 
 from vision_tokenizers import metrics as M
-from vision_tokenizers.evaluate import PIXEL_METRICS, BatchResult, Evaluation, evaluate
+from vision_tokenizers.evaluate import PIXEL_METRICS, BatchResult, Evaluation, Failure, evaluate
+from vision_tokenizers.results import load_statistics, make_protocol, reduce_statistics
+from vision_tokenizers.weights import cached_sha256
 
 
 def _metric_or_skip(factory, what: str, record, device, offline: bool):
@@ -35,6 +38,21 @@ def lpips_metric(record, device, request):
 def fid_metric(record, device, request):
     """(FID or None, reason it is unavailable): one Inception network per session, reset for every tokenizer."""
     return _metric_or_skip(M.FID, "fid", record, device, request.config.getoption("offline"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def protocol(record, images, request, lpips_metric, fid_metric) -> str:
+    """The run's protocol record, written once: every later row references its id (see results.protocol)."""
+    config = request.config
+    (lpips, _), (fid, _) = lpips_metric, fid_metric
+    dataset = {"name": images.name, "files": images.num_files, "file_list_sha256": images.file_list_sha256,
+               "id_list_sha256": images.id_list_sha256}
+    metrics = M.describe(lpips, fid, weights_sha256=cached_sha256)
+    # --seeds K only adds decodes beside the main pass: its numbers do not depend on K, so K is not in the protocol
+    generation = {k: config.getoption(k, None) for k in ("seed", "preset", "gen", "sweep", "native")}
+    return record.protocol(make_protocol(dataset=dataset, metrics=metrics, device=config.getoption("device"),
+                                         dtype=config.getoption("dtype"), resolution=config.getoption("resolution"),
+                                         generation=generation))
 
 
 @pytest.fixture(scope="session")
@@ -82,21 +100,22 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
         pytest.fail(f"no readable image in dataset {images.name}: {len(images.bad)} unreadable, "
                     f"{len(images.paths)} files")
     skipped = {k: v for k, v in (("lpips", lpips_reason), ("fid", fid_reason)) if v}
-    resumed = record.recorded_evaluation(
-        tokenizer_name, dataset=images.name, resolution=resolution, ids=ids,
-        image_metrics=[*PIXEL_METRICS, "bpp"] + (["lpips"] if lpips else []),
-        dataset_metrics=["bpp"] + (["fid"] if fid else []), settings=tokenizer.settings)
-    if resumed is not None:
-        warnings.warn(f"{tokenizer_name}: resumed {len(ids)} images from {record.report_dir}", UserWarning,
-                      stacklevel=1)
-        per_image, dataset_record = resumed
-        return Evaluation(tokenizer_name, per_image=per_image, dataset_metrics=dict(dataset_record["metrics"]),
-                          dataset_meta=dict(dataset_record["meta"]), skipped=skipped)
+    spec = tokenizer.spec
+    image_metrics = [*PIXEL_METRICS, "bpp"] + (["lpips"] if lpips else [])
+    needed = ({"fid_ref", "fid_rec"} if fid else set()) | ({"ids"} if spec.kind == "discrete" and spec.codebook_size
+                                                            else set())
+    done = record.resumable(tokenizer_name, ids=ids, resolution=resolution, image_metrics=image_metrics, stats=needed)
+    todo = [i for i in ids if i not in done]
+    if done:  # per image: only the missing (tokenizer, image) pairs are computed
+        warnings.warn(f"{tokenizer_name}: resumed {len(done)} images from {record.report_dir}"
+                      + (f"; computing the {len(todo)} missing" if todo else ""), UserWarning, stacklevel=1)
+    stats_paths = {i: row["stats"] for i, row in done.items() if row.get("stats")}
+    saved = sum(1 for row in done.values() if row.get("recon"))
+    result = Evaluation(tokenizer_name)
     if fid is not None:
         fid.reset()
-    saved = 0
 
-    with progress(tokenizer_name, len(ids)) as advance:
+    with progress(tokenizer_name, len(todo)) as advance:
         def store(batch: BatchResult) -> None:
             nonlocal saved
             for i, image_id in enumerate(batch.ids):
@@ -104,15 +123,80 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
                 if save_limit < 0 or saved < save_limit:
                     pictures = {"recon": batch.reconstruction[i], "original": batch.original[i]}
                     saved += 1
-                seed = {"seed": batch.seeds[i]} if batch.seeds is not None else {}
+                extra = {"seed": batch.seeds[i]} if batch.seeds is not None else {}
+                if batch.statistics:  # saved before the record that points at it
+                    stats_paths[image_id] = extra["stats"] = record.statistics(
+                        tokenizer_name, image_id, {k: v[i] for k, v in batch.statistics.items()}, batch.codebooks)
                 record.image(tokenizer=tokenizer_name, image_id=image_id, dataset=images.name, resolution=resolution,
-                             metrics=batch.metrics[i], **pictures, **seed)
+                             metrics=batch.metrics[i], **pictures, **extra)
             advance(len(batch.ids))
 
-        result = evaluate(tokenizer, images.batches(resolution, config.getoption("batch_size")), lpips=lpips,
-                          fid=fid, on_batch=store, run_seed=config.getoption("seed"))
+        def failed(failure: Failure) -> None:  # a failing model call: recorded with its reason, the run goes on
+            if failure.kind == "batch":
+                record.skip(tokenizer=tokenizer_name, what="batch", reason=failure.reason, image_ids=failure.ids)
+            else:
+                for image_id in failure.ids:
+                    record.skip(tokenizer=tokenizer_name, what="image:failed", reason=failure.reason,
+                                image_id=image_id)
+            advance(len(failure.ids))
+
+        if todo:
+            result = evaluate(tokenizer, _batches_of(images, resolution, todo, config.getoption("batch_size")),
+                              lpips=lpips, fid=fid, on_batch=store, run_seed=config.getoption("seed"),
+                              on_failure=failed, reduce=False)
+    if todo and not result.per_image and not done:  # a bug that fails every batch must fail the run
+        pytest.fail(f"{tokenizer_name}: every image failed: " + "; ".join(
+            f"{image_id}: {reason}" for image_id, reason in result.failed.items()), pytrace=False)
+    per_image = {**{i: dict(row["metrics"]) for i, row in done.items()}, **result.per_image}
+    result.per_image = {i: per_image[i] for i in ids if i in per_image}
+    if spec.stochastic and config.getoption("seeds") > 1:
+        _other_seeds(tokenizer, tokenizer_name, images, resolution, list(result.per_image), record, lpips, config)
     result.skipped.update(skipped)
+    _reduce(result, record.report_dir, {i: stats_paths[i] for i in result.per_image if i in stats_paths},
+            resolution, fid)
     record.dataset(tokenizer=tokenizer_name, metrics=result.dataset_metrics,
                    meta={**result.dataset_meta, "n": len(result.per_image), "dataset": images.name,
                          "resolution": resolution, "settings": tokenizer.settings})
     return result
+
+
+def _other_seeds(tokenizer, name: str, images, resolution: int, ids: list[str], record, lpips, config) -> None:
+    """--seeds K: decode every image again with run seeds seed+1 .. seed+K-1 (each image its own generator, as in
+    the main pass), recorded as ``seed_image`` rows: the summary puts the between-seed spread next to the
+    between-image spread; the tables keep the main pass's numbers. Resumes per (image, run seed)."""
+    first, batch_size = config.getoption("seed"), config.getoption("batch_size")
+    for run_seed in range(first + 1, first + config.getoption("seeds")):
+        todo = [i for i in ids if i not in record.seeded(name, run_seed)]
+
+        def store(batch: BatchResult, run_seed: int = run_seed) -> None:
+            for image_id, metrics in zip(batch.ids, batch.metrics, strict=True):
+                record(type="seed_image", tokenizer=name, image_id=image_id, run_seed=run_seed, metrics=metrics)
+        if todo:
+            evaluate(tokenizer, _batches_of(images, resolution, todo, batch_size), lpips=lpips, on_batch=store,
+                     run_seed=run_seed, reduce=False)
+
+
+def _batches_of(images, resolution: int, wanted: list[str], batch_size: int):
+    """(ids, uint8 pixels) batches of the `wanted` images only, in dataset order."""
+    all_ids, pixels = images.at_resolution(resolution)
+    keep = set(wanted)
+    index = [k for k, image_id in enumerate(all_ids) if image_id in keep]
+    for start in range(0, len(index), batch_size):
+        part = index[start:start + batch_size]
+        yield [all_ids[k] for k in part], pixels[part]
+
+
+def _reduce(result: Evaluation, report_dir, stats_paths: dict[str, str], resolution: int, fid) -> None:
+    """Dataset metrics from the stored per-image statistics of every image (resumed or new), in one canonical order:
+    the same function `python -m reports merge` uses, so a run, its resumption and merged shards agree bit for bit."""
+    if result.per_image:
+        result.dataset_metrics["bpp"] = next(iter(result.per_image.values()))["bpp"]
+    metrics, meta = reduce_statistics(load_statistics(report_dir, stats_paths), pixels_per_image=resolution**2)
+    result.dataset_metrics.update(metrics)
+    result.dataset_meta.update(meta)
+    if fid is not None and "fid" in metrics:
+        result.dataset_meta.update(fid_backend=fid.backend, fid_mode=fid.mode,
+                                   kid_backend="polynomial-kernel MMD^2 (torchmetrics' KID formula) on the same "
+                                               "features, float64, seeded subsets")
+    elif fid is not None:
+        result.skipped["fid"] = str(meta.get("fid_note", "no per-image Inception features"))

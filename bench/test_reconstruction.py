@@ -11,6 +11,8 @@ RANGES = {"psnr": (0.0, math.inf), "ssim": (-1.0, 1.0), "lpips": (0.0, 2.0), "ma
 
 @pytest.mark.quality
 def test_reconstruction(evaluation, images, tokenizer_name):
+    failed = "; ".join(f"{image_id}: {reason}" for image_id, reason in evaluation.failed.items())
+    assert not evaluation.failed, f"{tokenizer_name}: {len(evaluation.failed)} image(s) failed: {failed}"
     readable = len(images.paths) - len(images.bad)
     assert len(evaluation.per_image) == readable, "an image was dropped from the averages"
     for image_id, metrics in evaluation.per_image.items():

@@ -98,6 +98,8 @@ class Recorder:
         self._started = False
         self._lock = threading.RLock()
         self.count = 0
+        self.protocol_id: str | None = None  # set by `protocol`; referenced by every later result row
+        self.configs: dict[str, str] = {}  # tokenizer -> config id of its `tokenizer` record
 
     # -- plumbing
     def ensure(self) -> Path:
@@ -106,9 +108,13 @@ class Recorder:
             if not self._started:
                 self.report_dir.mkdir(parents=True, exist_ok=True)
                 self._started = True
+                torn = _drop_torn_tail(self.path)
                 run = dict(self._run)
                 run.setdefault("host", _host(str((run.get("options") or {}).get("device") or "cpu")))
                 self._append(run)
+                if torn:
+                    self._append({"type": "store", "event": "torn_line_dropped", "file": self.path.name,
+                                  "bytes": torn, "kept_in": f"{self.path.name}.torn"})
                 if self._on_create is not None:
                     self._on_create()
         return self.report_dir
@@ -126,6 +132,11 @@ class Recorder:
         """Append a record of any type: ``record(type="image", tokenizer=..., ...)``. Returns what was written."""
         if "type" not in obj:
             raise ValueError("a record needs a 'type'")
+        if obj["type"] in ROW_TYPES:  # rows say under which protocol and tokenizer config they were measured
+            if self.protocol_id is not None:
+                obj.setdefault("protocol", self.protocol_id)
+            if obj.get("tokenizer") in self.configs:
+                obj.setdefault("config", self.configs[obj["tokenizer"]])
         with self._lock:
             self.ensure()
             out = self._append(obj)
@@ -168,9 +179,45 @@ class Recorder:
     def tokenizer(self, tokenizer: str, facts: Mapping[str, Any], *, settings: Mapping[str, Any] | None = None,
                   weights: Mapping[str, Any] | None = None, **extra: Any) -> dict:
         """What the run knew about a tokenizer (spec facts, published numbers, generation settings, weights'
-        sha256): the report is built from this record, never from the registry of whatever code renders it."""
+        sha256): the report is built from this record, never from the registry of whatever code renders it.
+        Its ``config`` id (settings, checkpoint sha256s, seed) is attached to the tokenizer's later rows."""
+        config = _results().config_id(settings or {}, weights or {}, extra.get("seed"))
+        self.configs[tokenizer] = config
         return self(type="tokenizer", tokenizer=tokenizer, facts=dict(facts),
-                    settings=dict(settings or {}), weights=dict(weights or {}), **extra)
+                    settings=dict(settings or {}), weights=dict(weights or {}), config=config, **extra)
+
+    def protocol(self, fields: Mapping[str, Any]) -> str:
+        """Write the run's protocol record (once per distinct protocol) and reference it from every later row."""
+        pid = _results().short_hash(fields)
+        with self._lock:
+            if pid != self.protocol_id:
+                self(type="protocol", id=pid, fields=dict(fields))
+                self.protocol_id = pid
+        return pid
+
+    def statistics(self, tokenizer: str, image_id: str, arrays: Mapping[str, Any],
+                   codebooks: Mapping[str, int] | None = None) -> str:
+        """Save one image's per-image statistics (Inception features, ids) as ``stats/<tokenizer>/<id>.npz``,
+        atomically; returns the path for its image record (``stats=``). Written before the record, so a record
+        never points at a missing file."""
+        import numpy as np
+
+        self.ensure()
+        arrays = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in arrays.items()}
+        results = _results()
+        return results.save_image_stats(self.report_dir, results.stats_relpath(tokenizer, str(image_id)), arrays,
+                                        codebooks)
+
+    def seeded(self, tokenizer: str, run_seed: int) -> set[str]:
+        """Images already decoded with `run_seed` (an extra seed of --seeds K) under this run's protocol and config."""
+        return _results().seeded_images(self.report_dir, tokenizer, run_seed, protocol=self.protocol_id,
+                                        config=self.configs.get(tokenizer))
+
+    def resumable(self, tokenizer: str, **query: Any) -> dict[str, dict]:
+        """Image records of `tokenizer` already measured under this run's protocol and config (see
+        `results.resumable_images`): a resumed run computes only the other images."""
+        return _results().resumable_images(self.report_dir, tokenizer, protocol=self.protocol_id,
+                                           config=self.configs.get(tokenizer), **query)
 
     def skip(self, tokenizer: str | None, what: str, reason: str, **extra: Any) -> dict:
         """Something not measured, with why: what = "tokenizer" | "metric:<name>" | "image" (+ image_id=...)."""
@@ -204,6 +251,31 @@ class Recorder:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return _results().completed_images(self.report_dir, tokenizer, metrics)
+
+
+ROW_TYPES = ("image", "dataset", "timing", "skip", "seed_image")
+
+
+def _drop_torn_tail(path: Path) -> int:
+    """A killed writer can leave a partial last line: move it to ``<file>.torn`` so the file is whole JSONL again.
+    Returns the number of bytes moved (0 when the file ends in a newline or does not exist)."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if not size:
+                return 0
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return 0
+            f.seek(0)
+            data = f.read()
+            keep = data.rfind(b"\n") + 1
+            with open(path.with_name(path.name + ".torn"), "ab") as torn:
+                torn.write(data[keep:] + b"\n")
+            f.truncate(keep)
+            return size - keep
+    except FileNotFoundError:
+        return 0
 
 
 def _posix(path: Any) -> str | None:
@@ -359,9 +431,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if not state.report_dir.is_dir() or not _has_records(state.report_dir):
             return
         _update_latest(state)
+        if exitstatus == pytest.ExitCode.INTERRUPTED and state.recorder is not None and state.recorder.started:
+            # Ctrl-C: the report of what is done is still written, and says so; rerunning the command resumes
+            state.recorder(type="interrupted", session=state.session)
+        results = _results()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            state.files = _results().build_report(state.report_dir)
+            try:
+                state.files = results.build_report(state.report_dir)
+            except results.MixedProtocols as exc:  # this run's rows beside older ones: listed, not refused
+                state.warnings.append(f"{exc}\n(summary.md lists them together; `python -m reports` refuses "
+                                      "without --allow-mixed)")
+                state.files = results.build_report(state.report_dir, allow_mixed=True)
         state.warnings += [str(w.message) for w in caught]
     except Exception as exc:  # noqa: BLE001 - a broken report must not hide or change the test results
         state.error = f"{type(exc).__name__}: {exc}"

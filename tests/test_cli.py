@@ -191,3 +191,21 @@ def test_run_seeds_sampling_detokenizers(photos, tmp_path):
         assert image["seed"] == image_seed(seed, "flickr")
         recons[seed] = np.asarray(Image.open(out / "recon" / "tatok_ardtok_tiny" / "flickr.png"))
     assert not np.array_equal(recons[5], recons[6])
+
+
+def test_a_failing_model_is_reported_per_image_and_the_run_goes_on(photos, tmp_path, capsys, monkeypatch):
+    import vision_tokenizers.titok as titok_family
+
+    def broken(self, tokens):
+        raise RuntimeError("planted failure inside the model")
+
+    monkeypatch.setattr(titok_family.TiTok, "_decode", broken)
+    out = tmp_path / "out"
+    assert main(["run", "--model", "titok_tiny,magvit2_tiny", "--input", str(photos), "--output", str(out),
+                 "--offline", "--weights-dir", str(shared_path("golden")), "--no-lpips", "--progress", "off"]) == 0
+    err = capsys.readouterr().err
+    assert "titok_tiny: failed on" in err and "planted failure inside the model" in err
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    failed = {r["image_id"] for r in records if r.get("what") == "image:failed" and r["tokenizer"] == "titok_tiny"}
+    assert failed == {"flickr", "sub__000000000785"}  # ids of files in sub-folders carry the folder
+    assert {r["image_id"] for r in records if r["type"] == "image" and r["tokenizer"] == "magvit2_tiny"} == failed

@@ -42,12 +42,12 @@ SPEC = TokenizerSpec("noisy", "test", 32, "continuous", (3, 16, 16), 8, pixel_ra
 
 def test_range_conversion_and_encoder_resize_are_done_once_by_the_base_class():
     tok = _Noisy(SPEC)
-    pixels = torch.rand(2, 3, 32, 32)
-    pixels[0, 0, 0, 0], pixels[0, 0, 0, 1] = 0.0, 1.0
-    tok.encode(pixels)
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    seen = tok.encode(pixels)
+    expected = torch.nn.functional.interpolate(pixels, size=(16, 16), mode="bilinear", antialias=True) * 2 - 1
     assert tok.seen_size == (16, 16)
-    assert tok.seen_range[0] >= -1.0 and tok.seen_range[0] < -0.5 and 0.5 < tok.seen_range[1] <= 1.0
-    out = tok.decode(tok.encode(pixels), image_generators(0, ["a", "b"]))
+    torch.testing.assert_close(seen, expected)  # resized to the encoder's size, then mapped to [-1, 1]
+    out = tok.decode(seen, image_generators(0, ["a", "b"]))
     assert out.shape == (2, 3, 32, 32) and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
 
 

@@ -128,7 +128,9 @@ class BaseTokenizer:
         if isinstance(generator, Sequence) and len(generator) != len(tokens):
             raise ValueError(f"{self.spec.name}: {len(generator)} generators for a batch of {len(tokens)}")
         kwargs = {"generator": generator} if self.spec.stochastic else {}
-        return self.from_model_range(self._decode(tokens.to(self.device), **kwargs)).clamp(0, 1)
+        out = self.from_model_range(self._decode(tokens.to(self.device), **kwargs))
+        # Non-finite output stays NaN (a clamp would turn Inf into a plausible white image): evaluate fails it.
+        return torch.where(torch.isfinite(out), out.clamp(0, 1), torch.nan)
 
     def reconstruct(self, pixels: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         return self.decode(self.encode(pixels), generator)

@@ -240,10 +240,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 run.done.setdefault(image_id, {})[name] = {"metrics": batch.metrics[i], "num_tokens": spec.num_tokens}
             bar.update(len(batch.ids))
 
+        def failed(failure, name=name, bar=bar) -> None:  # a failing model call: one line and a record; go on
+            tqdm.write(f"{name}: failed on {', '.join(failure.ids)}: {failure.reason}", file=sys.stderr)
+            for image_id in failure.ids:
+                run.record(type="skip", tokenizer=name, what="image:failed", image_id=image_id,
+                           reason=failure.reason)
+            bar.update(len(failure.ids))
+
         started = time.perf_counter()
         try:
             result = evaluate(tokenizer, run.batches(todo, resolution, args.batch_size), lpips=lpips, on_batch=store,
-                              run_seed=args.seed)
+                              run_seed=args.seed, on_failure=failed)
         finally:
             bar.close()
         elapsed = time.perf_counter() - started

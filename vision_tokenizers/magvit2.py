@@ -43,7 +43,7 @@ class Magvit2(BaseTokenizer):
         size = self.model.quantize.codebook_size
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= size):
             raise ValueError(f"{self.spec.name}: ids must be in [0, {size})")  # `&` with bit masks would wrap silently
-        return self.model.decode_code(tokens).float().clamp(-1, 1)
+        return self.model.decode_code(tokens)  # BaseTokenizer converts from [-1, 1] and clamps
 
 
 def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> Magvit2:

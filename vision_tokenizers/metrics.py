@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "FID", "LPIPS", "MetricUnavailable", "TokenStatistics", "bits_per_pixel", "frechet_distance", "mae", "psnr",
-    "rmse", "ssim", "token_statistics",
+    "FID", "LPIPS", "MetricUnavailable", "TokenStatistics", "bits_per_pixel", "describe", "feature_statistics",
+    "fid_from_features",
+    "frechet_distance", "kid_from_features", "mae", "position_entropy", "psnr", "rmse", "ssim", "token_statistics",
 ]
 
 DATA_RANGE = 255.0
@@ -158,6 +159,15 @@ def _hub_checkpoint(filename: str, what: str, allow_download: bool) -> Path:
         raise MetricUnavailable(f"{what}: {exc}") from exc
 
 
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
 def _unreadable(what: str, path: Path, exc: BaseException) -> MetricUnavailable:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return MetricUnavailable(f"{what}: cannot load {path} ({type(exc).__name__}: {reason[:200]}); "
@@ -197,7 +207,8 @@ class LPIPS:
             raise _unreadable(f"lpips: {trunk}", path, exc) from exc
         self.net = model.to(device).eval().requires_grad_(False)
         self.device = torch.device(device)
-        lpips_version = getattr(lpips, "__version__", "?")
+        self.weights_path = path
+        lpips_version = getattr(lpips, "__version__", None) or _version("lpips")
         self.backend = (f"lpips {lpips_version} package, net={net} (torchvision ImageNet {trunk}, {path.name}), "
                         f"lin layers v{version}")
         self.mode = "uint8 -> [-1,1] (x/127.5-1), per image, spatial average"
@@ -269,6 +280,7 @@ class FID:
             raise _unreadable("fid: InceptionV3", path, exc) from exc
         self._metric = metric.to(device)
         self.device = torch.device(device)
+        self.weights_path = path
         self.min_samples_warning = min_samples_warning
         self.backend = (f"torchmetrics {torchmetrics.__version__} FrechetInceptionDistance, torch-fidelity "
                         f"{torch_fidelity.__version__} InceptionV3 (TF FID weights, {path.name})")
@@ -276,16 +288,31 @@ class FID:
                   else "TF1-compatible bilinear (torch-fidelity, no antialias)")
         self.mode = (f"rFID: originals vs their reconstructions (paired, same n); uint8 RGB at the tokenizer's "
                      f"resolution, resized to 299x299 inside the net ({resize}); 2048-d pool3 features; float64 mean "
-                     "and unbiased covariance; tr sqrt via eigvals")
+                     "and unbiased covariance (benchmark: from per-image features in sorted-id order); tr sqrt via "
+                     "eigvals, or for n < 2048 the nuclear norm of the centred cross-feature matrix (same quantity)")
 
     @torch.no_grad()
-    def update(self, ref_u8: torch.Tensor, rec_u8: torch.Tensor) -> None:
-        """Add a batch of originals (reference distribution) and their reconstructions."""
+    def update(self, ref_u8: torch.Tensor, rec_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add a batch of originals (reference distribution) and their reconstructions.
+
+        Returns both sides' per-image Inception features ((B,2048) float32 on the CPU, as the network gave them): the
+        per-image statistics a resumed or sharded run stores and merges (`fid_from_features`, `kid_from_features`).
+        The running float64 sums are torchmetrics' own state update, done here on those same features.
+        """
         _check_pair(ref_u8, rec_u8, "fid")
         if ref_u8.shape[1] != 3:
             raise ValueError(f"fid expects RGB (B,3,H,W); got {tuple(ref_u8.shape)}")
-        self._metric.update(ref_u8.to(self.device), real=True)
-        self._metric.update(rec_u8.to(self.device), real=False)
+        m = self._metric
+        out = []
+        for images, prefix in ((ref_u8, "real"), (rec_u8, "fake")):
+            features = m.inception(images.to(self.device))
+            m.orig_dtype = features.dtype
+            double = features.double().reshape(images.shape[0], -1)
+            setattr(m, f"{prefix}_features_sum", getattr(m, f"{prefix}_features_sum") + double.sum(dim=0))
+            setattr(m, f"{prefix}_features_cov_sum", getattr(m, f"{prefix}_features_cov_sum") + double.t().mm(double))
+            setattr(m, f"{prefix}_features_num_samples", getattr(m, f"{prefix}_features_num_samples") + images.shape[0])
+            out.append(features.reshape(images.shape[0], -1).float().cpu())
+        return out[0], out[1]
 
     @property
     def num_samples(self) -> int:
@@ -324,6 +351,89 @@ class FID:
 
     def reset(self) -> None:
         self._metric.reset()
+
+
+FEATURE_CHUNK = 256  # rows per float64 matmul when summing outer products: fixed, so the sums' bits are too
+KID_SUBSETS, KID_SUBSET_SIZE, KID_DEGREE, KID_SEED = 100, 1000, 3, 0
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(count, sum, sum of outer products) of (N,D) per-image features, in float64: FID's sufficient statistics.
+
+    Rows are added in the order given, FEATURE_CHUNK at a time. Float addition is not associative, so two partitions
+    of the same images (shards, a resumed run) give the same bits only when the rows come in one canonical order:
+    the callers sort them by image id.
+    """
+    x = torch.as_tensor(features).to(torch.float64).reshape(features.shape[0], -1)
+    total, outer = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], x.shape[1],
+                                                                             dtype=torch.float64)
+    for start in range(0, x.shape[0], FEATURE_CHUNK):
+        chunk = x[start:start + FEATURE_CHUNK]
+        total += chunk.sum(dim=0)
+        outer += chunk.t().mm(chunk)
+    return x.shape[0], total, outer
+
+
+def gaussian_from_statistics(n: int, total: torch.Tensor, outer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, unbiased covariance) from `feature_statistics`, as torchmetrics computes them."""
+    if n < 2:
+        raise ValueError(f"fid needs at least 2 images; got {n}")
+    mu = total / n
+    return mu, (outer - n * torch.outer(mu, mu)) / (n - 1)
+
+
+def fid_from_features(ref: torch.Tensor, rec: torch.Tensor) -> float:
+    """rFID of paired (N,D) per-image features of originals and reconstructions, rows in a canonical order.
+
+    With N >= D: the Gaussians of `feature_statistics` and `frechet_distance`. With N < D the covariances have rank
+    < N and the same number comes from the centred (N,D) feature matrices A, B at O(N^2 D) instead of a DxD
+    eigendecomposition: tr(sigma1) = |A|_F^2/(N-1) and tr sqrt(sigma1 sigma2) = |A B^T|_*/(N-1), because the
+    non-zero eigenvalues of A^T A B^T B are the squared singular values of A B^T. Deterministic for given rows.
+    """
+    ref, rec = (torch.as_tensor(t).to(torch.float64).reshape(t.shape[0], -1) for t in (ref, rec))
+    n, dim = ref.shape
+    if rec.shape != ref.shape:
+        raise ValueError(f"fid: {tuple(ref.shape)} reference and {tuple(rec.shape)} reconstruction features")
+    if n < 2:
+        raise ValueError(f"fid needs at least 2 images; got {n}")
+    if n >= dim:
+        return frechet_distance(*gaussian_from_statistics(*feature_statistics(ref)),
+                                *gaussian_from_statistics(*feature_statistics(rec)))
+    mu1, mu2 = ref.mean(dim=0), rec.mean(dim=0)
+    a, b = ref - mu1, rec - mu2
+    traces = (a.square().sum() + b.square().sum()) / (n - 1)
+    cross = torch.linalg.svdvals(a @ b.t()).sum() / (n - 1)
+    return float((mu1 - mu2).square().sum() + traces - 2 * cross)
+
+
+def _poly_mmd(x: torch.Tensor, y: torch.Tensor, degree: int) -> torch.Tensor:
+    """Unbiased MMD^2 with the polynomial kernel (x.y/d + 1)^degree: torchmetrics' `poly_mmd`, in float64."""
+    gamma, m = 1.0 / x.shape[1], x.shape[0]
+    k_xx, k_yy, k_xy = ((p @ q.t() * gamma + 1.0) ** degree for p, q in ((x, x), (y, y), (x, y)))
+    off_diagonal = (k_xx.sum() - k_xx.diagonal().sum()) + (k_yy.sum() - k_yy.diagonal().sum())
+    return off_diagonal / (m * (m - 1)) - 2 * k_xy.sum() / (m * m)
+
+
+def kid_from_features(ref: torch.Tensor, rec: torch.Tensor, *, subsets: int = KID_SUBSETS,
+                      subset_size: int = KID_SUBSET_SIZE, degree: int = KID_DEGREE,
+                      seed: int = KID_SEED) -> tuple[float, float, int]:
+    """KID (Binkowski et al. 2018) of (N,D) features: mean and population std of the unbiased polynomial MMD^2 over
+    `subsets` random subsets of min(subset_size, N) images each side (torchmetrics' KernelInceptionDistance, with a
+    seeded generator so a rerun, a resumed run and merged shards agree). With subset size N every subset is the
+    whole set: one MMD, std 0. Returns (mean, std, subset size); rows in a canonical order.
+    """
+    ref, rec = (torch.as_tensor(t).to(torch.float64).reshape(t.shape[0], -1) for t in (ref, rec))
+    n = ref.shape[0]
+    size = min(subset_size, n)
+    if size < 2:
+        raise ValueError(f"kid needs at least 2 images; got {n}")
+    if size == n:
+        return float(_poly_mmd(ref, rec, degree)), 0.0, size
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.stack([_poly_mmd(ref[torch.randperm(n, generator=generator)[:size]],
+                                    rec[torch.randperm(n, generator=generator)[:size]], degree)
+                          for _ in range(subsets)])
+    return float(scores.mean()), float(scores.std(unbiased=False)), size
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -400,6 +510,45 @@ class TokenStatistics:
 
     def reset(self) -> None:
         self.counts = None
+
+
+def position_entropy(ids: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits of the id at each token position across images: (N, *positions) ids -> (*positions) float64.
+
+    A position that always gets the same code carries no information; the bound is log2 min(N, K), so with few images
+    the values say more about N than about the tokenizer.
+    """
+    if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dim() < 2:
+        raise TypeError("position_entropy needs integer ids of shape (N, *positions)")
+    flat = ids.reshape(ids.shape[0], -1).long().t()
+    out = torch.empty(flat.shape[0], dtype=torch.float64)
+    for position, column in enumerate(flat):
+        p = torch.unique(column, return_counts=True)[1].to(torch.float64) / column.numel()
+        out[position] = -(p * p.log2()).sum()
+    return out.reshape(ids.shape[1:])
+
+
+def describe(lpips: LPIPS | None, fid: FID | None, weights_sha256=None) -> dict[str, dict]:
+    """Each metric's implementation and settings, for the protocol record (machine-independent: file names and
+    sha256s, no paths). `weights_sha256(path)` hashes backbone files (None: not hashed)."""
+    out: dict[str, dict] = {
+        "psnr": {"data_range": DATA_RANGE, "per_image": True, "dataset": "mean of per-image PSNR; inf counted apart"},
+        "ssim": {"window": "gaussian", "size": SSIM_WINDOW, "sigma": SSIM_SIGMA, "k1": SSIM_K1, "k2": SSIM_K2,
+                 "data_range": DATA_RANGE, "channels": "per RGB channel, averaged (not luma)",
+                 "covariance": "population (1/N)", "region": "valid (5-pixel border dropped)"},
+        "mae_rmse": {"scale": "[0,1] (uint8 / 255)", "per_image": True},
+    }
+    for name, metric in (("lpips", lpips), ("fid", fid)):
+        if metric is None:  # the reason (a local path) is in the skip record; here only that it was not measured
+            out[name] = {"available": False}
+            continue
+        out[name] = {"backend": metric.backend, "mode": metric.mode, "weights": Path(metric.weights_path).name}
+        if weights_sha256 is not None:
+            out[name]["weights_sha256"] = weights_sha256(metric.weights_path)
+    if fid is not None:
+        out["kid"] = {"kernel": f"polynomial degree {KID_DEGREE}, gamma 1/dim, coef 1", "subsets": KID_SUBSETS,
+                      "subset_size": f"min({KID_SUBSET_SIZE}, n)", "seed": KID_SEED, "features": "the FID's"}
+    return out
 
 
 def bits_per_pixel(num_tokens: int, bits_per_token: float, height: int, width: int) -> float:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageOps
 
 from vision_tokenizers.base import DTYPES, to_uint8
-from vision_tokenizers.images import load_image, prepare_image
+from vision_tokenizers.images import load_image, prepare_image, to_rgb
 from vision_tokenizers.registry import get_spec, load
 from vision_tokenizers.spec import TokenizerSpec
 from vision_tokenizers.weights import WeightsUnavailable, default_weights_dir, resolve_weights
@@ -40,11 +40,8 @@ ImageLike = Any  # PIL.Image | str | os.PathLike | np.ndarray | torch.Tensor
 
 
 def _rgb(image: Image.Image) -> Image.Image:
-    """RGB, with transparency composited on white (as `load_image` does for files)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
+    """8-bit RGB exactly as `load_image` converts files (16-bit scaling, CMYK profile, transparency on white)."""
+    return to_rgb(image)
 
 
 def _array_to_pil(arr: np.ndarray) -> Image.Image:

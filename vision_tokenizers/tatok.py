@@ -87,7 +87,7 @@ class TATokARDTok(TATokTokenizer):
                                  temperature=float(s["temperature"]), top_k=int(s["top_k"]), top_p=float(s["top_p"]),
                                  generator=generator)
         self.last_codes = {"ar": (codes, self.ar.config.vocab_size)}
-        return self.vq.decode_code(codes).float().clamp(-1, 1)
+        return self.vq.decode_code(codes)  # [-1, 1]; BaseTokenizer converts and clamps
 
 
 class TATokSana(TATokTokenizer):

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -93,11 +94,55 @@ def _download(wf: WeightFile, target_dir: Path, offline: bool) -> Path:
 
         # The hub client keeps its own cache (and progress bar); with local_files_only it only looks there.
         return Path(hf_hub_download(wf.repo_id, wf.filename, revision=wf.revision, local_files_only=offline))
-    from torch.hub import download_url_to_file
+    return download_url(wf.url, target_dir / wf.filename, wf.sha256)
 
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / wf.filename
-    download_url_to_file(wf.url, str(target), progress=True)
+
+def download_url(url: str, target: Path, sha256: str | None = None, *, retries: int = 3, timeout: float = 30.0,
+                 chunk: int = 1 << 20) -> Path:
+    """Download `url` to `target`, resumably: bytes go to `<target>.part`, a dropped connection (in this call, or a
+    killed earlier run) continues from where it stopped with an HTTP Range request, and the file is checked against
+    `sha256` before it is renamed into place, so `target` is only ever a complete, verified file."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    for attempt in range(retries + 1):
+        have = part.stat().st_size if part.is_file() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                if have and response.status != 206:  # the server ignored the range: start again
+                    have = 0
+                length = response.headers.get("Content-Length")
+                total = have + int(length) if length is not None else None
+                with open(part, "ab" if have else "wb") as out, tqdm(
+                        total=total, initial=have, unit="B", unit_scale=True, desc=target.name, leave=False,
+                        disable=not sys.stderr.isatty()) as bar:
+                    while block := response.read(chunk):
+                        out.write(block)
+                        bar.update(len(block))
+            if total is not None and part.stat().st_size != total:
+                raise http.client.IncompleteRead(b"", total - part.stat().st_size)
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:  # "range not satisfiable": the .part already holds every byte
+                break
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            if attempt == retries:
+                raise
+            log.warning("download of %s interrupted at %d bytes (%r); resuming", url, part.stat().st_size
+                        if part.is_file() else 0, exc)
+    if sha256 is not None and not (actual := sha256_of(part)).startswith(sha256):
+        part.unlink()
+        raise WeightsUnavailable(
+            f"{url}: the downloaded file's sha256 {actual[:12]}… does not match the expected {sha256[:12]}… "
+            f"(deleted, nothing was loaded); run again to retry, or place the released file at {target}")
+    os.replace(part, target)
     return target
 
 
@@ -119,6 +164,8 @@ def resolve_file(wf: WeightFile, weights_dir: Path, offline: bool = False) -> Pa
         why += ", not in the hub cache"
     try:
         path = _download(wf, weights_dir / wf.local_dir, offline)
+    except WeightsUnavailable:  # a download that arrived corrupted: its own message says what to do
+        raise
     except Exception as exc:  # network and hub errors come in many types; all mean "not available here"
         log.debug("download of %s failed: %r", wf.origin, exc)
         raise FileUnavailable(wf.filename, why if offline else f"download failed: {type(exc).__name__}") from exc

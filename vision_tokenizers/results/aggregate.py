@@ -9,7 +9,18 @@ import statistics
 from collections.abc import Iterable, Mapping
 
 from vision_tokenizers.results.constants import CONVENTIONS, QUALITY, STAGES, TOKEN_STATS
+from vision_tokenizers.results.protocol import protocol_summary
 from vision_tokenizers.results.store import _merge_images, _records
+from vision_tokenizers.results.uncertainty import BOOTSTRAP_RESAMPLES, add_intervals, add_seed_spread
+
+# Skip records about single images: an input file that could not be read (tokenizer None = every tokenizer), an image
+# whose reconstruction was not finite, a batch whose model call raised (`image_ids`).
+BAD_INPUT, FAILED_IMAGE, FAILED_BATCH = "image", "image:failed", "batch"
+
+
+def _recorded_after(images: dict, tokenizer: str, image_id: str, seq: int) -> bool:
+    rec = images.get((tokenizer, str(image_id)))
+    return rec is not None and max(rec["seq"].values(), default=-1) > seq
 
 
 def _skip_superseded(skip: Mapping, seq: int, images: dict, datasets: dict, timings: dict) -> bool:
@@ -25,9 +36,10 @@ def _skip_superseded(skip: Mapping, seq: int, images: dict, datasets: dict, timi
         metric = what.split(":", 1)[1]
         return any(k[0] == tok and v["seq"].get(metric, -1) > seq for k, v in images.items()) \
             or (tok in datasets and datasets[tok]["seq"].get(metric, -1) > seq)
-    if what == "image" and skip.get("image_id") is not None:
-        rec = images.get((tok, str(skip["image_id"])))
-        return rec is not None and max(rec["seq"].values(), default=-1) > seq
+    if what in (BAD_INPUT, FAILED_IMAGE) and skip.get("image_id") is not None:
+        return _recorded_after(images, tok, skip["image_id"], seq)
+    if what == FAILED_BATCH:
+        return all(_recorded_after(images, tok, i, seq) for i in skip.get("image_ids") or [])
     return False
 
 
@@ -56,11 +68,13 @@ def _tokenizer_facts(records: list[Mapping]) -> dict[str, dict]:
     return facts
 
 
-def aggregate(records: Iterable[Mapping] | str | os.PathLike) -> dict:
+def aggregate(records: Iterable[Mapping] | str | os.PathLike, *, bootstrap: int | None = None) -> dict:
     """Dedupe records and reduce them to per-tokenizer numbers (the content of report.json).
 
-    Returns {"runs", "tokenizers": {name: {...}}, "images": [merged image records], "skips", "conventions"}.
-    Every metric that was not computed is absent from "metrics" and has its reason in "missing".
+    Returns {"runs", "tokenizers": {name: {...}}, "images": [merged image records], "skips", "conventions",
+    "protocols", "mixed", "store_events", "bootstrap"}. Every metric that was not computed is absent from "metrics"
+    and has its reason in "missing". Per-image means carry bootstrap 95 % intervals (`bootstrap` resamples; default:
+    the latest run's --bootstrap, else 1000).
     """
     records = _records(records)
     images = _merge_images(records)
@@ -88,20 +102,55 @@ def aggregate(records: Iterable[Mapping] | str | os.PathLike) -> dict:
             skips.append((seq, rec))
     dedup: dict[tuple, tuple[int, Mapping]] = {}
     for seq, rec in skips:  # the same skip repeated by a rerun is listed once (its latest reason)
-        dedup[(rec.get("tokenizer"), rec.get("what"), rec.get("image_id"))] = (seq, rec)
-    active = [dict(rec) for seq, rec in sorted(dedup.values(), key=lambda s: s[0])
-              if not _skip_superseded(rec, seq, images, datasets, timings)]
-    for rec in active:
-        rec.pop("ts", None)
+        key = (rec.get("tokenizer"), rec.get("what"), rec.get("image_id"), tuple(map(str, rec.get("image_ids") or ())))
+        dedup[key] = (seq, rec)
+    active = []
+    for seq, rec in sorted(dedup.values(), key=lambda s: s[0]):
+        if _skip_superseded(rec, seq, images, datasets, timings):
+            continue
+        rec = {k: v for k, v in rec.items() if k != "ts"}
+        if rec.get("what") == FAILED_BATCH:  # images of the batch that a later run did reconstruct are no longer failed
+            rec["image_ids"] = [str(i) for i in rec.get("image_ids") or []
+                                if not _recorded_after(images, str(rec.get("tokenizer")), i, seq)]
+        active.append(rec)
 
     facts = _tokenizer_facts(records)
     tokenizers = {name: _aggregate_tokenizer(name, images, datasets.get(name), timings, active, facts.get(name))
                   for name in order}
     image_rows = sorted(({k: v for k, v in rec.items() if k != "seq"} for rec in images.values()),
                         key=lambda r: (list(order).index(r["tokenizer"]), r["image_id"]))
-    return {"generated": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "runs": [{k: v for k, v in r.items() if k != "ts"} for r in runs],
-            "tokenizers": tokenizers, "images": image_rows, "skips": active, "conventions": list(CONVENTIONS)}
+    report = {"generated": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "runs": [{k: v for k, v in r.items() if k != "ts"} for r in runs],
+              "tokenizers": tokenizers, "images": image_rows, "skips": active, "conventions": list(CONVENTIONS),
+              **protocol_summary(records)}
+    if bootstrap is None:
+        bootstrap = next((int(r["options"]["bootstrap"]) for r in reversed(runs)
+                          if isinstance((r.get("options") or {}).get("bootstrap"), int)), BOOTSTRAP_RESAMPLES)
+    add_intervals(report, bootstrap)
+    add_seed_spread(report, records)
+    return report
+
+
+def _image_problems(name: str, skips: list[Mapping]) -> dict[str, list[dict]]:
+    """A tokenizer's bad input files, failed images (with their reason) and failed batches, in record order.
+
+    A failed batch's images are failed images too (with the batch's reason); nothing here is in the averages.
+    """
+    bad: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    batches: list[dict] = []
+    for rec in skips:
+        who, what, reason = rec.get("tokenizer"), rec.get("what"), str(rec.get("reason", ""))
+        if what == BAD_INPUT and who in (name, None) and rec.get("image_id") is not None:
+            bad[str(rec["image_id"])] = reason
+        elif what == FAILED_IMAGE and who == name and rec.get("image_id") is not None:
+            failed[str(rec["image_id"])] = reason
+        elif what == FAILED_BATCH and who == name and rec.get("image_ids"):
+            batches.append({"image_ids": list(rec["image_ids"]), "reason": reason})
+            failed.update(dict.fromkeys(rec["image_ids"], reason))
+    return {"bad_inputs": [{"image_id": k, "reason": v} for k, v in bad.items()],
+            "failed_images": [{"image_id": k, "reason": v} for k, v in failed.items()],
+            "failed_batches": batches}
 
 
 def _skip_reason(skips: list[Mapping], tokenizer: str, *whats: str) -> str | None:
@@ -146,8 +195,9 @@ def _aggregate_tokenizer(name: str, images: dict, dataset: dict | None, timings:
     bpp = metrics.get("bpp", {}).get("mean")
     if bpp is None:
         bpp = dataset_metrics.get("bpp", spec.get("bits_per_pixel") if spec else None)
+    problems = _image_problems(name, skips)
     return {
-        "status": "skipped" if tok_skip and not rows else "ok",
+        "status": "skipped" if tok_skip and not rows else "failed" if problems["failed_images"] and not rows else "ok",
         "skip_reason": tok_skip,
         "n_images": len(rows),
         "datasets": sorted({str(r["dataset"]) for r in rows if r.get("dataset") is not None}),
@@ -160,4 +210,5 @@ def _aggregate_tokenizer(name: str, images: dict, dataset: dict | None, timings:
         "missing": {k: v for k, v in missing.items()},
         "spec": spec,
         "published": spec.get("published") if spec else None,
+        **problems,
     }

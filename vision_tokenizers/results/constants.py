@@ -13,6 +13,8 @@ METRICS: dict[str, tuple[str, str, int, int]] = {
     "mae": ("MAE", "", -1, 4),
     "rmse": ("RMSE", "", -1, 4),
     "fid": ("rFID", "", -1, 2),
+    "kid": ("KID", "", -1, 4),
+    "bpp_measured": ("measured bits/pixel", "", 0, 4),
     "bpp": ("bits/pixel", "", 0, 4),
     "codebook_usage": ("codebook usage", "", 0, 4),
     "unique_codes": ("unique codes", "", 0, 0),
@@ -24,6 +26,9 @@ TOKEN_STATS = ("codebook_usage", "unique_codes", "entropy_bits", "perplexity")
 STAGES = ("encode", "decode")
 GRID_IMAGES = 6
 GRID_CELL = 256
+WORST_K = 4  # worst reconstructions per tokenizer in the worst-case grids
+# (8-bit latents, the same tokenizer's float latents): shown as their own row pair in the token analysis
+QUANT_PAIRS = (("vae_sd_mse_q8_512", "vae_sd_mse_512"),)
 
 CONVENTIONS = (
     "PSNR is the mean of per-image PSNR (not PSNR of the pooled MSE), data range 255 on 8-bit images.",
@@ -33,10 +38,19 @@ CONVENTIONS = (
     "MAE and RMSE on pixel values scaled to [0, 1].",
     "Every metric compares 8-bit images (round(x * 255), never floor) at the tokenizer's resolution, on the same "
     "centre crop; reconstructions are never resized back to the source size.",
-    "'±' is the sample standard deviation across images (ddof 1).",
-    "rFID is computed once over the whole image set (feature statistics merged, never averaged per shard); "
-    "backend and n are given with the number.",
-    "bits/pixel: storage of one image's tokens (num tokens x bits per token) per input pixel.",
+    "'±' is the sample standard deviation across images (ddof 1); [a, b] is the 95 % bootstrap confidence "
+    "interval of the mean (percentile, resampling images, seeded: a rebuild gives the same interval).",
+    "rFID is computed once over the whole image set, from every image's Inception features reduced in sorted-id "
+    "order (so one run, a resumed run and merged shards give the same bits; never averaged per shard); backend "
+    "and n are given with the number.",
+    "bits/pixel: storage of one image's tokens (num tokens x bits per token) per input pixel; measured bits/pixel: "
+    "the entropy of the dataset's id histogram x tokens per image / pixels (what an ideal coder of independent ids "
+    "would need).",
+    "KID: unbiased polynomial-kernel MMD^2 on the FID's Inception features, mean ± std over seeded subsets of "
+    "min(1000, n) images.",
+    "Every row names its protocol (dataset file list, crop, rounding, metric settings, libraries, device, dtype, "
+    "numerics flags, seeds) and tokenizer config (settings, checkpoint sha256); rows of different protocols are "
+    "not put in one table unless asked (`--allow-mixed`).",
     "Timings: warm-up excluded, device synchronised, median ± IQR over rounds of one batch; per image = batch "
     "time / batch size; images/s = batch size / median.",
     "Results are keyed by (tokenizer, image, metric); when a directory holds several runs, the latest record wins.",

@@ -79,6 +79,8 @@ def metric_cell(tok: dict, metric: str) -> str:
         if s["mean"] is None:
             return f"non-finite ({s.get('n_nonfinite', 0)} images)"
         text = _num(s["mean"], metric) + (f" ± {_num(s['std'], metric)}" if s["std"] is not None else "")
+        if s.get("ci_low") is not None and metric != "bpp":  # bootstrap 95 % interval of the mean
+            text += f" [{_num(s['ci_low'], metric)}, {_num(s['ci_high'], metric)}]"
         if s["n"] != tok["n_images"]:
             text += f" (n={s['n']})"
         return text
@@ -87,8 +89,13 @@ def metric_cell(tok: dict, metric: str) -> str:
         if metric == "codebook_usage" and 0 <= value <= 1:
             return f"{value * 100:.2f} %"
         text = _num(value, metric)
-        if metric == "fid":
-            n = tok["dataset_meta"].get("fid_n", tok["dataset_meta"].get("n"))
+        meta = tok["dataset_meta"]
+        if metric == "kid" and tok["dataset_metrics"].get("kid_std") is not None and meta.get("kid_subsets") != 1:
+            text += f" ± {_num(tok['dataset_metrics']['kid_std'], metric)}"
+        if metric in ("fid", "kid"):
+            n = meta.get("fid_n", meta.get("n"))
             text += f" (n={n})" if n is not None else ""
+            if isinstance(n, int) and isinstance(meta.get("fid_dim"), int) and n < meta["fid_dim"]:
+                text += " †"  # explained under the table: n below the feature dimension
         return text
     return _missing_text(tok["missing"].get(metric))

@@ -137,3 +137,112 @@ def _shorten(draw, text: str, font, width: int) -> str:
     while len(text) > 4 and draw.textlength(text, font=font) > width:
         text = text[:-2] + "…" if not text.endswith("…") else text[:-2] + "…"
     return text
+
+
+# ------------------------------------------------------------------------------------------------ worst cases
+WORST_METRICS = {"psnr": +1, "lpips": -1}  # metric -> direction (+1: higher is better)
+
+
+class WorstTracker:
+    """Decides, image by image, which reconstructions to save so that the k worst by each metric end up on disk.
+
+    `offer` is True while an image is among the k worst seen so far: every image of the final k worst was, when
+    it was offered, among the k worst of the images before it (so it was saved); `seen` primes the tracker with
+    images measured earlier (a resumed run). Non-finite values (PSNR inf of a perfect copy) are never worst.
+    """
+
+    def __init__(self, k: int, metrics: dict[str, int] | None = None) -> None:
+        self.k = k
+        self.metrics = dict(WORST_METRICS if metrics is None else metrics)
+        self.worst: dict[str, list[tuple[float, str]]] = {m: [] for m in self.metrics}
+
+    def offer(self, image_id: str, values: dict) -> bool:
+        import math
+
+        keep = False
+        for metric, direction in self.metrics.items():
+            value = values.get(metric)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or self.k <= 0:
+                continue
+            ranked = self.worst[metric]
+            ranked.append((-direction * float(value), str(image_id)))  # larger = worse
+            ranked.sort(reverse=True)
+            del ranked[self.k:]
+            keep |= any(i == str(image_id) for _, i in ranked)
+        return keep
+
+    def seen(self, rows: dict[str, dict]) -> None:
+        for image_id, values in rows.items():
+            self.offer(image_id, values)
+
+
+def worst_rows(report: dict, metric: str, k: int) -> dict[str, list[dict]]:
+    """Tokenizer -> its k worst image rows by `metric` (finite values; ties by image id)."""
+    import math
+
+    direction = WORST_METRICS.get(metric, +1)
+    out: dict[str, list[dict]] = {}
+    for row in report["images"]:
+        value = row["metrics"].get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out.setdefault(row["tokenizer"], []).append(row)
+    return {name: sorted(rows, key=lambda r: (direction * r["metrics"][metric], r["image_id"]))[:k]
+            for name, rows in out.items()}
+
+
+def make_worst_grid(report: dict, report_dir: str | os.PathLike, path: str | os.PathLike, metric: str, *,
+                    k: int = 4, cell: int = 160, amplify: float = 4.0) -> Path | None:
+    """grid_worst_<metric>.png: per tokenizer its k worst reconstructions by `metric`: the original, the
+    reconstruction and |original - reconstruction| x `amplify`, captioned with image id and value. A reconstruction
+    that was not saved is drawn as 'not saved'. None when no tokenizer has the metric."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    report_dir = Path(report_dir)
+    selection = worst_rows(report, metric, k)
+    if not any(r.get("recon") and (report_dir / r["recon"]).is_file() for rows in selection.values() for r in rows):
+        return None
+    label_w, cap_h, pad = 200, 30, 6
+    rows_per_tok = 3
+    width = label_w + k * (cell + pad) + pad
+    height = pad + len(selection) * (rows_per_tok * cell + cap_h + 3 * pad)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    f_label, f_small = _font(15, True), _font(12)
+    y = pad
+    for name, rows in selection.items():
+        draw.text((10, y + cell // 2), _shorten(draw, name, f_label, label_w - 16), font=f_label, fill=(20, 20, 20),
+                  anchor="lm")
+        for r_i, caption in enumerate(("original", "reconstruction", f"|diff| × {amplify:g}")):
+            draw.text((10, y + r_i * cell + cell // 2 + 20), caption, font=f_small, fill=(110, 110, 110),
+                      anchor="lm")
+        for j, row in enumerate(rows):
+            x = label_w + pad + j * (cell + pad)
+            original = _original_for(report, report_dir, row["image_id"], row.get("resolution"))
+            recon = report_dir / row["recon"] if row.get("recon") else None
+            pair = []
+            for src in (original, recon):
+                if src is not None and src.is_file():
+                    with Image.open(src) as im:
+                        pair.append(im.convert("RGB"))
+                else:
+                    pair.append(None)
+            for r_i, img in enumerate(pair):
+                if img is None:
+                    draw.rectangle([x, y + r_i * cell, x + cell - 1, y + (r_i + 1) * cell - 1], fill=(225, 225, 225))
+                    draw.text((x + cell // 2, y + r_i * cell + cell // 2), "not saved", font=f_small,
+                              fill=(120, 120, 120), anchor="mm")
+                else:
+                    canvas.paste(_fit(img, cell), (x, y + r_i * cell))
+            if all(p is not None and p.size == pair[0].size for p in pair):
+                diff = np.abs(np.asarray(pair[0], dtype=np.int16) - np.asarray(pair[1], dtype=np.int16))
+                canvas.paste(_fit(Image.fromarray(np.clip(diff * amplify, 0, 255).astype(np.uint8)), cell),
+                             (x, y + 2 * cell))
+            value = row["metrics"][metric]
+            text = f"{row['image_id']}: {value:.2f} dB" if metric == "psnr" else f"{row['image_id']}: {value:.3f}"
+            draw.text((x + cell // 2, y + 3 * cell + cap_h // 2), _shorten(draw, text, f_small, cell), font=f_small,
+                      fill=(60, 60, 60), anchor="mm")
+        y += rows_per_tok * cell + cap_h + 3 * pad
+    path = Path(path)
+    canvas.save(path, compress_level=6)
+    return path

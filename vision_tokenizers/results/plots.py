@@ -260,3 +260,41 @@ def plot_sweeps(report: dict, path: str | os.PathLike) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def plot_position_entropy(report: dict, path: str | os.PathLike) -> Path | None:
+    """position_entropy.png: the entropy of the id at each token position across images, one panel per discrete
+    tokenizer: a heat map for a 2D token grid, a curve for 1D tokens. None when no tokenizer has ids."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series = {name: t["dataset_meta"] for name, t in report["tokenizers"].items()
+              if t["dataset_meta"].get("position_entropy")}
+    if not series:
+        return None
+    fig = Figure(figsize=(4.6 * len(series), 4.0), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(series), squeeze=False)[0]
+    for ax, (name, meta) in zip(axes, series.items(), strict=True):
+        values = np.asarray(meta["position_entropy"], dtype=float)
+        grid = [int(g) for g in meta.get("token_grid") or [values.size]]
+        bound = meta.get("position_entropy_bound")
+        if len(grid) == 2 and grid[0] * grid[1] == values.size:
+            image = ax.imshow(values.reshape(grid), cmap="viridis", vmin=0, vmax=bound or None)
+            fig.colorbar(image, ax=ax, shrink=0.8, label="bits")
+            ax.set_xlabel("token column")
+            ax.set_ylabel("token row")
+        else:
+            ax.plot(np.arange(values.size), values, marker="o", markersize=3, linewidth=1.2)
+            if bound:
+                ax.axhline(bound, color="0.6", linestyle="--", linewidth=0.8, label=f"log2 min(n, K) = {bound:.2f}")
+                ax.legend(fontsize=8, frameon=False)
+            ax.set_xlabel("token position")
+            ax.set_ylabel("entropy (bits)")
+            _style(ax)
+        ax.set_title(f"{name}  (n={meta.get('stats_n', '?')})", fontsize=10, fontweight="bold", loc="left")
+    fig.suptitle("Per-position token entropy across images", fontsize=12, fontweight="bold")
+    path = Path(path)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.15, facecolor="white")
+    return path

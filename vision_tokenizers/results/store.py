@@ -51,6 +51,15 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     with a warning too; every other line is kept. Records of several files are merged by their ``ts`` (records
     without one keep their place after the previous record of their file).
     """
+    records, problems = read_records_checked(path)
+    for problem in problems:
+        warnings.warn(problem, stacklevel=2)
+    return records
+
+
+def read_records_checked(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
+    """`read_records` that returns the dropped lines' descriptions (one line each) instead of warning them."""
+    problems: list[str] = []
     keyed: list[tuple[float, int, int, dict]] = []
     for file_index, file in enumerate(record_files(path)):
         data = file.read_bytes().decode("utf-8", errors="replace")
@@ -65,14 +74,14 @@ def read_records(path: str | os.PathLike) -> list[dict]:
                     raise ValueError("not a JSON object")
             except ValueError as exc:
                 where = "truncated last line" if line_index == len(lines) - 1 else f"malformed line {line_index + 1}"
-                warnings.warn(f"{file}: ignoring {where} ({exc}): {line[:80]!r}", stacklevel=2)
+                problems.append(f"{file}: ignoring {where} ({exc}): {line[:80]!r}")
                 continue
             ts = obj.get("ts")
             if isinstance(ts, (int, float)) and math.isfinite(ts):
                 last_ts = max(last_ts, float(ts))
             keyed.append((last_ts, file_index, line_index, obj))
     keyed.sort(key=lambda k: k[:3])
-    return [k[3] for k in keyed]
+    return [k[3] for k in keyed], problems
 
 
 def _records(records: Iterable[Mapping] | str | os.PathLike) -> list[Mapping]:
@@ -123,6 +132,46 @@ def recorded_evaluation(records: Iterable[Mapping] | str | os.PathLike, tokenize
     return {i: images[i] for i in ids}, found
 
 
+def resumable_images(report_dir: str | os.PathLike, tokenizer: str, *, ids: Iterable[str], protocol: str | None,
+                     config: str | None, resolution: int, image_metrics: Iterable[str],
+                     stats: Iterable[str] = ()) -> dict[str, dict]:
+    """{image id: merged image record} of the `ids` already measured in `report_dir` exactly as this run would.
+
+    Same protocol id, tokenizer config id and resolution, every one of `image_metrics`, and, when `stats` names
+    per-image statistics (Inception features, ids), a readable statistics file holding them. A resumed run
+    computes only the other images; a torn last line of a killed run is simply not a record.
+    """
+    from vision_tokenizers.results.stats import readable_stats
+
+    report_dir = Path(report_dir)
+    if not report_dir.is_dir():
+        return {}
+    records, _ = read_records_checked(report_dir)
+    merged = _merge_images(records)
+    needed_metrics, needed_stats, out = list(image_metrics), set(stats), {}
+    for image_id in ids:
+        row = merged.get((tokenizer, str(image_id)))
+        if row is None or (row["protocol"], row["config"], row["resolution"]) != (protocol, config, resolution):
+            continue
+        if any(row["metrics"].get(m) is None for m in needed_metrics):
+            continue
+        if needed_stats and not (row["stats"] and readable_stats(report_dir / row["stats"], needed_stats)):
+            continue
+        out[str(image_id)] = row
+    return out
+
+
+def seeded_images(report_dir: str | os.PathLike, tokenizer: str, run_seed: int, *, protocol: str | None,
+                  config: str | None) -> set[str]:
+    """Image ids with a ``seed_image`` record (an extra decode of `--seeds K`) for `run_seed` under this protocol and
+    tokenizer config: a resumed run decodes only the others."""
+    if not Path(report_dir).is_dir():
+        return set()
+    records, _ = read_records_checked(report_dir)
+    return {str(r["image_id"]) for r in records if r.get("type") == "seed_image" and r.get("tokenizer") == tokenizer
+            and r.get("run_seed") == run_seed and (r.get("protocol"), r.get("config")) == (protocol, config)}
+
+
 def _merge_images(records: list[Mapping]) -> dict[tuple[str, str], dict]:
     """(tokenizer, image_id) -> merged image record: later records override earlier ones metric by metric."""
     out: dict[tuple[str, str], dict] = {}
@@ -130,9 +179,15 @@ def _merge_images(records: list[Mapping]) -> dict[tuple[str, str], dict]:
         if rec.get("type") != "image":
             continue
         key = (str(rec["tokenizer"]), str(rec["image_id"]))
-        cur = out.setdefault(key, {"tokenizer": key[0], "image_id": key[1], "dataset": None, "resolution": None,
-                                   "metrics": {}, "recon": None, "original": None, "seq": {}})
-        for field in ("dataset", "resolution", "recon", "original"):
+        cur = out.get(key)
+        origin = (rec.get("protocol"), rec.get("config"))
+        if cur is not None and any(origin) and origin != (cur["protocol"], cur["config"]):
+            cur = None  # measured again under another protocol or tokenizer config: the new row replaces the old
+        if cur is None:
+            cur = out[key] = {"tokenizer": key[0], "image_id": key[1], "dataset": None, "resolution": None,
+                              "metrics": {}, "recon": None, "original": None, "protocol": None, "config": None,
+                              "stats": None, "seq": {}}
+        for field in ("dataset", "resolution", "recon", "original", "protocol", "config", "stats"):
             if rec.get(field) is not None:
                 cur[field] = rec[field]
         for name, value in (rec.get("metrics") or {}).items():

@@ -9,7 +9,16 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from vision_tokenizers.results.constants import CONVENTIONS, GRID_CELL, METRICS, QUALITY, RECORDS_FILE, TOKEN_STATS
+from vision_tokenizers.results.aggregate import BAD_INPUT, FAILED_BATCH, FAILED_IMAGE
+from vision_tokenizers.results.constants import (
+    CONVENTIONS,
+    GRID_CELL,
+    METRICS,
+    QUALITY,
+    RECORDS_FILE,
+    TOKEN_STATS,
+    WORST_K,
+)
 from vision_tokenizers.results.formatting import (
     _md,
     _missing_text,
@@ -20,7 +29,16 @@ from vision_tokenizers.results.formatting import (
     fmt_time,
     metric_cell,
 )
+from vision_tokenizers.results.sections import (
+    protocol_lines,
+    seed_spread_lines,
+    token_analysis_lines,
+    trust_lines,
+    worst_case_lines,
+)
 from vision_tokenizers.results.store import _jsonable
+
+IMAGE_PROBLEMS = (BAD_INPUT, FAILED_IMAGE, FAILED_BATCH)
 
 
 def write_csv(report: dict, path: str | os.PathLike) -> Path:
@@ -28,22 +46,23 @@ def write_csv(report: dict, path: str | os.PathLike) -> Path:
     rows = report["images"]
     metrics = list(dict.fromkeys([m for m in (*QUALITY, "bpp") if any(m in r["metrics"] for r in rows)]
                                  + sorted({m for r in rows for m in r["metrics"]})))
+    ids = [k for k in ("protocol", "config") if any(r.get(k) for r in rows)]  # what each row was measured under
     path = Path(path)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["tokenizer", "image_id", "dataset", "resolution", *metrics])
+        writer.writerow(["tokenizer", "image_id", "dataset", "resolution", *metrics, *ids])
         for r in rows:
             values = [r["metrics"].get(m) for m in metrics]
             writer.writerow([r["tokenizer"], r["image_id"], r.get("dataset") or "", r.get("resolution") or "",
-                             *("" if v is None else v for v in values)])
+                             *("" if v is None else v for v in values), *(r.get(k) or "" for k in ids)])
     return path
 
 
 def _best(report: dict, metric: str) -> str | None:
     direction = METRICS.get(metric, ("", "", 0, 0))[2]
     means = {name: t["metrics"].get(metric, {}).get("mean") for name, t in report["tokenizers"].items()}
-    if metric == "fid":
-        means = {name: t["dataset_metrics"].get("fid") for name, t in report["tokenizers"].items()}
+    if metric in ("fid", "kid"):
+        means = {name: t["dataset_metrics"].get(metric) for name, t in report["tokenizers"].items()}
     means = {k: v for k, v in means.items() if v is not None and math.isfinite(v)}
     if direction == 0 or len(means) < 2:
         return None
@@ -88,6 +107,8 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
     n_img = sum(t["n_images"] for t in toks.values())
     L += [f"{_plural(len(ran), 'tokenizer')} measured ({len(toks) - len(ran)} skipped), "
           f"{_plural(n_img, 'image reconstruction')}.", ""]
+    L += _problem_lines(report)
+    L += trust_lines(report)
     errors = list(errors)
     if errors:
         L += ["> **Report errors** (the numbers below are complete; these artefacts are not):", ">"]
@@ -100,7 +121,7 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
         L += ["Quality against the swept generation setting (one line per tokenizer):", "",
               f"![quality vs setting]({files['sweep_png'].name})", ""]
     extra = sorted({m for t in toks.values() for m in t["metrics"]} - {*QUALITY, "bpp"})
-    cols = [*QUALITY, *extra, "fid"]
+    cols = [*QUALITY, *extra, "fid"] + (["kid"] if any("kid" in t["dataset_metrics"] for t in ran.values()) else [])
     head = [METRICS.get(m, (m,))[0] + (f" ({METRICS[m][1]})" if m in METRICS and METRICS[m][1] else "")
             + {1: " ↑", -1: " ↓"}.get(METRICS.get(m, ("", "", 0))[2], "") for m in cols]
     L += ["| Tokenizer | Res. | Images | " + " | ".join(head) + " |", "|---|---:|---:|" + "---:|" * len(cols)]
@@ -108,7 +129,8 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
     for name, t in ran.items():
         cells = []
         for m in cols:
-            cell = notes.cell(metric_cell(t, m), t["missing"].get(m))
+            reason = t["missing"].get(m) or (t["missing"].get("fid") if m == "kid" else None)
+            cell = notes.cell(metric_cell(t, m), reason)
             cells.append(f"**{cell}**" if best[m] == name else cell)
         res = t["resolution"]
         L.append(f"| `{name}` | {res if res is not None else '–'} | {t['n_images']} | " + " | ".join(cells) + " |")
@@ -116,7 +138,12 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
     for name, t in toks.items():
         if name not in ran:
             L += [f"Not run: `{name}`: {_md(_missing_text(t['skip_reason']))}", ""]
-    L += ["Bold: best in column. rFID: (n = number of images in the set).", ""]
+    L += ["Bold: best in column. rFID: (n = number of images in the set). [a, b]: bootstrap 95 % interval of the "
+          "mean over images.", ""]
+    small = [m for m in ("fid", "kid") if any(metric_cell(t, m).endswith("†") for t in ran.values())]
+    if small:
+        L += ["† n is below the Inception feature dimension (2048): the covariances are rank-deficient and rFID is "
+              "biased upward (KID is unbiased but noisy); compare only numbers with the same n.", ""]
     backends: dict[tuple[str, str], list[str]] = {}
     for name, t in ran.items():
         for key, value in t["dataset_meta"].items():
@@ -179,6 +206,8 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
         L += ["", "Published timings had no warm-up or device sync (their std exceeds the mean); compare with care.",
               ""]
 
+    L += token_analysis_lines(report, files)
+    L += seed_spread_lines(report)
     grids = [(k, p) for k, p in files.items() if k.startswith("grid")]
     L += ["## Sample reconstructions", ""]
     if grids:
@@ -190,10 +219,13 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
               "size.", ""]
     sample = _sample_table(report)
     L += sample if sample else ["No reconstructions were saved.", ""]
+    L += worst_case_lines(files, WORST_K)
+    L += protocol_lines(report)
 
     L += ["## Skipped", ""]
-    if report["skips"]:
-        for s in report["skips"]:
+    skips = [s for s in report["skips"] if s.get("what") not in IMAGE_PROBLEMS]  # listed in their own section
+    if skips:
+        for s in skips:
             who = f"`{s['tokenizer']}`" if s.get("tokenizer") else "all tokenizers"
             what = s.get("what", "?") + (f" `{s['image_id']}`" if s.get("image_id") is not None else "")
             L.append(f"- {who}, {what}: {_md(s.get('reason', '(no reason given)'))}")
@@ -206,6 +238,38 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
     L += ["", "---", "", "**Conventions.** " + " ".join(CONVENTIONS), ""]
     path.write_text("\n".join(L), encoding="utf-8")
     return path
+
+
+def _problem_lines(report: dict) -> list[str]:
+    """"Bad inputs and failed images": counts per tokenizer, every bad input file once, every failure."""
+    toks = {name: t for name, t in report["tokenizers"].items()
+            if t.get("bad_inputs") or t.get("failed_images") or t.get("failed_batches")}
+    if not toks:
+        return []
+    L = ["## Bad inputs and failed images", "",
+         "Left out of every number in this report: input files that could not be read, and images a tokenizer could "
+         "not reconstruct (its model call failed, or its output had NaN/Inf).", "",
+         "| Tokenizer | Bad input files | Failed images | Failed batches |", "|---|---:|---:|---:|"]
+    L += [f"| `{name}` | {len(t['bad_inputs'])} | {len(t['failed_images'])} | {len(t['failed_batches'])} |"
+          for name, t in toks.items()]
+    bad: dict[tuple[str, str], list[str]] = {}
+    for name, t in toks.items():
+        for item in t["bad_inputs"]:
+            bad.setdefault((item["image_id"], item["reason"]), []).append(name)
+    if bad:
+        L += ["", f"Bad input files ({len(bad)}):", ""]
+        for (image_id, reason), names in bad.items():
+            who = "" if len(names) == len(toks) else " (" + ", ".join(f"`{n}`" for n in names) + ")"
+            L.append(f"- `{_md(image_id)}`{who}: {_md(reason)}")
+    for name, t in toks.items():
+        in_batches = {i for b in t["failed_batches"] for i in b["image_ids"]}
+        lines = [f"- batch of {len(b['image_ids'])} (" + ", ".join(f"`{_md(i)}`" for i in b["image_ids"]) + "): "
+                 + _md(b["reason"]) for b in t["failed_batches"]]
+        lines += [f"- `{_md(f['image_id'])}`: {_md(f['reason'])}" for f in t["failed_images"]
+                  if f["image_id"] not in in_batches]
+        if lines:
+            L += ["", f"Failed in `{name}` ({_plural(len(t['failed_images']), 'image')}):", "", *lines]
+    return L + [""]
 
 
 def _sample_table(report: dict, max_images: int = 5) -> list[str]:
