@@ -15,3 +15,21 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: these tests need the project's shared/ folder beside the repository")
     return path
+
+
+def save_random_inception(path: Path) -> Path:
+    """Write a randomly initialised torch-fidelity InceptionV3 state dict to `path` (its released file name is where
+    torch-fidelity looks): the FID plumbing runs for real without the unavailable pretrained weights."""
+    import torch
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    torch.manual_seed(0)
+    with pytest.MonkeyPatch.context() as mp:  # build the module without its (unavailable) weights
+        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
+        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+        inception = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for module in inception.modules():  # variance-preserving init so the 2048-d features are not ~0
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    torch.save(inception.state_dict(), path)
+    return path

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from tests.helpers import shared_path
+from tests.helpers import save_random_inception, shared_path
 from vision_tokenizers import metrics as M
 
 RTOL = 1e-4  # what the brief asks; float64 math agrees far closer (asserted where it matters)
@@ -219,21 +219,13 @@ def test_frechet_distance_matches_scipy_random_gaussians(n):
 def fake_hub(tmp_path_factory) -> Path:
     """A torch hub dir whose checkpoints/ holds random AlexNet and torch-fidelity InceptionV3 weights under the file
     names torchvision and torch-fidelity look for."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fe
     import torchvision
 
     hub = tmp_path_factory.mktemp("torch_hub")
     (hub / "checkpoints").mkdir()
     torch.manual_seed(0)
     torch.save(torchvision.models.alexnet().state_dict(), hub / "checkpoints" / M.ALEXNET_FILE)
-    with pytest.MonkeyPatch.context() as mp:  # build the module without its (unavailable) weights
-        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
-        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
-        inception = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    for module in inception.modules():  # variance-preserving init so the 2048-d features are not ~0
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    torch.save(inception.state_dict(), hub / "checkpoints" / M.INCEPTION_FILE)
+    save_random_inception(hub / "checkpoints" / M.INCEPTION_FILE)
     return hub
 
 

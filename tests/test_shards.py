@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from fixtures.images import parse_shard
-from tests.helpers import REPO, shared_path
+from tests.helpers import REPO, save_random_inception, shared_path
 from vision_tokenizers import metrics as M
 from vision_tokenizers.datasets import ImageSet, shard_indices
 from vision_tokenizers.results import read_records
@@ -26,19 +25,9 @@ TOKENIZERS = "magvit2_tiny,titok_tiny"
 def inception_home(root: Path) -> Path:
     """A TORCH_HOME whose hub/checkpoints holds a random torch-fidelity InceptionV3 under the released file name
     (no AlexNet, so LPIPS is skipped with its reason: the FID plumbing is what these tests are about)."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fe
-
     checkpoints = root / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    torch.manual_seed(0)
-    with pytest.MonkeyPatch.context() as mp:  # build the module without its (unavailable) weights
-        mp.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
-        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
-        inception = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    for module in inception.modules():  # variance-preserving init so the 2048-d features are not ~0
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    torch.save(inception.state_dict(), checkpoints / M.INCEPTION_FILE)
+    save_random_inception(checkpoints / M.INCEPTION_FILE)
     return root
 
 
