@@ -197,7 +197,7 @@ class Recorder:
 
     def statistics(self, tokenizer: str, image_id: str, arrays: Mapping[str, Any],
                    codebooks: Mapping[str, int] | None = None) -> str:
-        """Save one image's per-image statistics (Inception features, ids) as ``stats/<tokenizer>/<id>.npz``,
+        """Save one image's per-image statistics (Inception features, ids) as ``stats/<tokenizer>/<config>/<id>.npz``,
         atomically; returns the path for its image record (``stats=``). Written before the record, so a record
         never points at a missing file."""
         import numpy as np
@@ -205,8 +205,8 @@ class Recorder:
         self.ensure()
         arrays = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in arrays.items()}
         results = _results()
-        return results.save_image_stats(self.report_dir, results.stats_relpath(tokenizer, str(image_id)), arrays,
-                                        codebooks)
+        relpath = results.stats_relpath(tokenizer, str(image_id), self.configs.get(tokenizer))
+        return results.save_image_stats(self.report_dir, relpath, arrays, codebooks)
 
     def seeded(self, tokenizer: str, run_seed: int) -> set[str]:
         """Images already decoded with `run_seed` (an extra seed of --seeds K) under this run's protocol and config."""

@@ -8,17 +8,21 @@ metrics and the "unavailable" reason appear. It uses Debian's chromium through P
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -60,21 +64,73 @@ def test_unavailable_tokenizer_is_a_reason_not_a_crash(tiny_state):
     assert moved.size == comparison.size
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (its pixel data is a stub): what a decompression bomb shows Pillow."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+
+
 def test_uploads_are_capped(tiny_state, tmp_path):
     big = tmp_path / "big.png"
-    Image.new("RGB", (300, 200)).save(big)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300, 3), np.uint8)).save(big)  # ~180 KB
     tiny_state.max_pixels = 50_000
     try:
-        with pytest.raises(InputRejected, match=r"300x200 = 0\.1 megapixels; the limit is 0"):
+        with pytest.raises(InputRejected, match=r"^big\.png: 300x200 = 0\.1 megapixels; the limit is 0\.05: "
+                                                 r"downscale it.* or start the demo with --max-pixels"):
             run_tokenizers(tiny_state, str(big), ["titok_tiny"])
     finally:
         tiny_state.max_pixels = 40_000_000
-    junk = tmp_path / "junk.png"
-    junk.write_bytes(b"\x89PNG not really")
-    with pytest.raises(InputRejected, match="not a readable image"):
-        run_tokenizers(tiny_state, str(junk), ["titok_tiny"])
+    tiny_state.max_upload_bytes = 2**17
+    try:
+        with pytest.raises(InputRejected, match=r"^big\.png: 0\.2 MB \(18\d,\d{3} bytes\); the limit is 0\.125 MB: "
+                                                 r"downscale or recompress it, or .*--max-upload-mb"):
+            run_tokenizers(tiny_state, str(big), ["titok_tiny"])
+    finally:
+        tiny_state.max_upload_bytes = 20 * 1024 * 1024
     with pytest.raises(InputRejected, match="upload an image"):
         run_tokenizers(tiny_state, None, ["titok_tiny"])
+
+
+def test_bad_uploads_get_one_line_naming_the_problem_and_the_fix(tiny_state, tmp_path):
+    photo = shared_path("images", "coco_val2017", "000000000785.jpg").read_bytes()
+    cases = {  # file name -> (its bytes, the problem the message must name)
+        "truncated.jpg": (photo[: len(photo) // 3],
+                          r"cannot be decoded as an image \(OSError: image file is truncated"),
+        "notes.png": (b"shopping list: milk, eggs\n", r"cannot be decoded as an image \(UnidentifiedImageError: "
+                                                       r"cannot identify image file 'notes\.png'\)"),
+        "empty.jpg": (b"", r"empty file \(0 bytes\)"),
+        "wide.png": (png_header_only(10_000, 5_000), r"10000x5000 = 50\.0 megapixels; the limit is 40: downscale"),
+        "bomb.png": (png_header_only(30_000, 30_000), r"too many pixels to decode safely \(Image size \(900000000 "
+                                                      r"pixels\) exceeds limit"),
+    }
+    for name, (data, problem) in cases.items():
+        upload = tmp_path / "gradio-upload-dir" / name  # gradio keeps the user's file name inside a temporary folder
+        upload.parent.mkdir(exist_ok=True)
+        upload.write_bytes(data)
+        with pytest.raises(InputRejected) as caught:
+            run_tokenizers(tiny_state, str(upload), ["titok_tiny"])
+        message = str(caught.value)
+        assert re.match(rf"{re.escape(name)}: {problem}", message), message
+        assert "\n" not in message and "gradio-upload-dir" not in message, message  # one line, no temporary path
+        assert re.search(r"(re-save it as PNG or JPEG|downscale it).* upload that", message), message
+
+
+def test_a_failing_model_is_a_row_not_a_lost_request(tiny_state, monkeypatch):
+    real_measure = tiny_state.playground.measure
+
+    def measure(image, name, **kwargs):
+        if name == "magvit2_256":
+            raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+        return real_measure(image, name, **kwargs)
+
+    monkeypatch.setattr(tiny_state.playground, "measure", measure)
+    photo = shared_path("images", "coco_val2017", "000000000785.jpg")
+    results, table = run_tokenizers(tiny_state, str(photo), ["magvit2_256", "titok_tiny"])
+    assert [r.tokenizer for r in results] == ["titok_tiny"]  # the model after the failing one still ran
+    assert "| `magvit2_256` | failed |" in table
+    assert "magvit2_256 failed on this image (RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB)" in table
 
 
 def _free_port() -> int:
@@ -83,19 +139,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def demo_server(tmp_path):
+@contextlib.contextmanager
+def running_demo(args: list[str], log: Path, env: dict[str, str] | None = None):
+    """`python -m vision_tokenizers.demo ARGS` on a free port of 127.0.0.1: yields (base url, log); always stopped."""
     try:
         import gradio  # noqa: F401
     except ImportError:
         _need("gradio", "pip install -e '.[demo]'")
-    weights = shared_path("weights", "taesd").parent
     port = _free_port()
-    log = tmp_path / "demo.log"
-    env = {**os.environ, "VTOK_WEIGHTS": str(weights), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "vision_tokenizers.demo", "--port", str(port),
-                                 "--models", "taef2_512,magvit2_256", "--offline"],
+        proc = subprocess.Popen([sys.executable, "-m", "vision_tokenizers.demo", "--port", str(port), *args],
                                 cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -120,6 +174,14 @@ def demo_server(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture
+def demo_server(tmp_path):
+    weights = shared_path("weights", "taesd").parent
+    with running_demo(["--models", "taef2_512,magvit2_256", "--offline"], tmp_path / "demo.log",
+                      {"VTOK_WEIGHTS": str(weights)}) as server:
+        yield server
 
 
 @pytest.mark.slow
@@ -170,6 +232,15 @@ def test_demo_in_a_real_browser(demo_server, tmp_path):
             expect(page.locator("#zoom img")).not_to_have_attribute("src", before, timeout=30_000)
             screenshot = tmp_path / "demo.png"
             page.screenshot(path=str(screenshot), full_page=True)
+            # a text file named .png: the page shows one line naming the file, the problem and the fix
+            notes = tmp_path / "notes.png"
+            notes.write_text("shopping list: milk, eggs\n")
+            page.get_by_role("button", name="Remove Image").click()
+            page.locator("#input-image input[type=file]").set_input_files(str(notes))
+            page.click("#run")
+            error = page.get_by_text("notes.png: cannot be decoded as an image (UnidentifiedImageError")
+            expect(error).to_be_visible(timeout=30_000)
+            bad_upload_message = error.inner_text()
         finally:
             browser.close()
 
@@ -181,16 +252,29 @@ def test_demo_in_a_real_browser(demo_server, tmp_path):
     assert "magvit2_256" in metrics and "unavailable" in metrics
     assert size[0] >= 2 * 512  # original | taef2_512, each at 512 px
     assert screenshot.stat().st_size > 10_000
+    assert "re-save it as PNG or JPEG" in bad_upload_message and "/tmp/" not in bad_upload_message, bad_upload_message
+    assert "Traceback" not in log.read_text()  # a bad upload is the user's input, not a server fault
     (tmp_path / "timing.json").write_text(json.dumps({"click_to_result_s": click_to_result_s, "row": row}))
     print(f"\ndemo: taef2_512 on a 512 px photo, click to result {click_to_result_s:.2f} s; screenshot {screenshot}")
 
 
 def test_demo_binds_localhost_and_caps_uploads_by_default():
-    from vision_tokenizers.demo import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, build_parser
+    from vision_tokenizers.demo import (
+        DEFAULT_CONCURRENCY,
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_MAX_QUEUE,
+        DEFAULT_MAX_UPLOAD_MB,
+        build_parser,
+    )
 
     args = build_parser().parse_args([])
     assert (args.host, args.port, args.models) == ("127.0.0.1", 7860, None)
     assert (args.max_upload_mb, args.max_pixels) == (DEFAULT_MAX_UPLOAD_MB, DEFAULT_MAX_PIXELS) == (20, 40_000_000)
+    assert (args.concurrency, args.max_queue) == (DEFAULT_CONCURRENCY, DEFAULT_MAX_QUEUE) == (1, 16)
+    assert "--max-queue N" in build_parser().format_help() and "Queue is full" in build_parser().format_help()
+    for bad in (["--max-queue", "0"], ["--concurrency", "-1"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(bad)
     assert build_parser().parse_args(["--models", "taef2_512,titok_tiny"]).models == ["taef2_512", "titok_tiny"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--models", "nope"])

@@ -148,3 +148,44 @@ def test_step_sweep_runs_each_value_and_plots_quality_against_steps(tmp_path):
     assert settings == {"tatok_sana_tiny@steps=1": 1, "tatok_sana_tiny@steps=2": 2, "magvit2_tiny": None}
     assert (report / "quality_vs_steps.png").stat().st_size > 10_000
     assert "quality_vs_steps.png" in (report / "summary.md").read_text()
+
+
+def test_upstream_quantizer_samples_per_image_from_the_run_seed(golden):
+    """`quantizer=sample` (preset upstream) draws each image's ids from its own generator, not the global RNG."""
+    from vision_tokenizers.evaluate import evaluate
+
+    tok = vt.load("tatok_ardtok_tiny", weights_dir=shared_path("golden"), offline=True, preset="upstream")
+    image = torch.nn.functional.interpolate(golden["input.image_56"], size=(128, 128), mode="bilinear")
+    pixels = (image * 255).round().to(torch.uint8)
+    runs = []
+    for batch_size in (1, 2):
+        tokens: dict[str, torch.Tensor] = {}
+        batches = [(["a", "b"][i:i + batch_size], pixels[i:i + batch_size]) for i in range(0, 2, batch_size)]
+        torch.manual_seed(batch_size)  # a different global RNG state each time: must not matter
+        evaluate(tok, batches, run_seed=9, on_batch=lambda b, out=tokens: out.update(zip(b.ids, b.tokens, strict=True)))
+        runs.append(tokens)
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in ("a", "b"))
+    plain = vt.load("tatok_ardtok_tiny", weights_dir=shared_path("golden"), offline=True)
+    argmax = plain.encode(pixels.float() / 255)
+    assert not torch.equal(torch.stack([runs[0]["a"], runs[0]["b"]]), argmax), "sampling, not argmax"
+
+
+def test_lumina2_nan_painting_stays_nan_through_the_lanczos_step(monkeypatch):
+    tok = vt.load("tatok_lumina2_tiny", weights_dir=shared_path("golden"), offline=True)
+    real = tok.lumina.generate
+
+    def first_row_nan(*args, **kwargs):
+        out = real(*args, **kwargs).clone()
+        out[0] = torch.nan
+        return out
+
+    monkeypatch.setattr(tok.lumina, "generate", first_row_nan)
+    ids = tok.encode(torch.rand(2, 3, 64, 64))
+    out = tok.decode(ids, image_generators(0, ["a", "b"]))
+    assert torch.isnan(out[0]).all() and torch.isfinite(out[1]).all()
+
+
+def test_bf16_encode_on_cpu_resizes_in_float32():
+    tok = vt.load("tatok_ardtok_tiny", weights_dir=shared_path("golden"), offline=True, dtype="bf16")
+    ids = tok.encode(torch.rand(2, 3, 128, 128))  # 128 -> 56 antialiased resize: no bf16 kernel on the CPU
+    assert ids.shape == (2, 16) and ids.dtype == torch.int64

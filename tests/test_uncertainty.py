@@ -207,6 +207,21 @@ def test_seed_spread_separates_seed_noise_from_image_differences():
     assert spread["metrics"]["psnr"]["between_image_std"] == pytest.approx(10.0)
 
 
+def test_seed_spread_ignores_decodes_made_under_another_config():
+    """Extra decodes recorded by an earlier run with other settings (another config id) never enter the spread."""
+    images = [{"tokenizer": "s", "image_id": f"i{k}", "metrics": {"psnr": 20.0 + 10 * k}, "protocol": "p",
+               "config": "new"} for k in range(3)]
+    report = {"images": images, "tokenizers": {"s": {"metrics": {"psnr": {}}}}}
+    same = [{"type": "seed_image", "tokenizer": "s", "image_id": f"i{k}", "run_seed": 1, "protocol": "p",
+             "config": "new", "metrics": {"psnr": 20.0 + 10 * k + 1.0}} for k in range(3)]
+    stale = [{"type": "seed_image", "tokenizer": "s", "image_id": f"i{k}", "run_seed": 2, "protocol": "p",
+              "config": "old", "metrics": {"psnr": 0.0}} for k in range(3)]
+    add_seed_spread(report, same + stale)
+    spread = report["tokenizers"]["s"]["seed_spread"]
+    assert spread["seeds"] == 2, "only the decode made under the main rows' config counts"
+    assert spread["metrics"]["psnr"]["between_seed_std"] == pytest.approx(2 ** -0.5)
+
+
 def test_seeds_option_decodes_a_sampling_detokenizer_again_per_seed(tmp_path: Path):
     data = dataset_folder(tmp_path, 2)
     proc = subprocess.run(bench_command("--tokenizers", "tatok_ardtok_tiny", "--dataset", str(data), "--seeds", "2",

@@ -78,3 +78,17 @@ def test_truncated_checkpoint_is_a_one_line_unusable_weights_error(tmp_path):
         vt.load("magvit2_tiny", weights_dir=tmp_path, offline=True)
     message = str(info.value)
     assert "\n" not in message and "unreadable" in message and "magvit2_tiny.ckpt" in message
+
+
+@pytest.mark.parametrize("config", ["magvit2/config.json", "titok/checkpoint/config.json"])
+def test_truncated_config_json_is_an_unusable_weights_skip(tmp_path, config):
+    golden = shared_path("golden")
+    name = "magvit2_tiny" if config.startswith("magvit2") else "titok_tiny"
+    for wf in vt.get_spec(name).weights:
+        target = tmp_path / wf.local_dir / wf.filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((golden / wf.local_dir / wf.filename).read_bytes())
+    (tmp_path / config).write_text('{"model": {"vq_model": ')
+    with pytest.raises(vt.WeightsUnavailable) as info:
+        vt.load(name, weights_dir=tmp_path, offline=True)
+    assert "\n" not in str(info.value) and "config.json" in str(info.value)

@@ -127,6 +127,17 @@ def read_checkpoint(path: str | Path) -> Any:
     return _torch_load(path)
 
 
+def read_json_file(path: str | Path) -> Any:
+    """A JSON file shipped with a checkpoint (config.json...); unreadable or truncated -> CheckpointError."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable JSON ({type(exc).__name__}: {_first_line(exc)}); delete it "
+                              "and download it again") from exc
+
+
 def state_dict_at(obj: Any, *keys: str, path: str | Path = "") -> dict[str, torch.Tensor]:
     """``obj[k1][k2]...`` as a tensor dict, or CheckpointError naming the layout that was expected."""
     node = obj

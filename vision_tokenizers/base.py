@@ -39,7 +39,7 @@ class VisionTokenizer(Protocol):
     spec: TokenizerSpec
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor: ...
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
     def decode(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
     def postprocess(self, pixels: torch.Tensor) -> list[Image.Image]: ...
 
@@ -114,13 +114,17 @@ class BaseTokenizer:
         return pixels if (low, high) == (0.0, 1.0) else (pixels - low) / (high - low)
 
     @torch.inference_mode()
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode(self, pixels: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """Pixels (B,3,H,W) in [0,1] -> tokens. `generator` (one per image) only for tokenizers whose encoder samples
+        (e.g. TA-Tok's `quantizer=sample`); the others never receive it."""
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise ValueError(f"{self.spec.name}: expected (B,3,H,W) pixels in [0,1], got {tuple(pixels.shape)}")
-        pixels = pixels.to(self.device, self.dtype)
+        # resize and range conversion in float32 (CPU has no bf16 antialias kernel), then the model's dtype
+        pixels = pixels.to(self.device, torch.float32)
         if self.spec.encoder_resolution:
             pixels = resize_to(pixels, self.spec.encoder_resolution, self.spec.encoder_resize)
-        return self._encode(self.to_model_range(pixels))
+        kwargs = {"generator": generator} if generator is not None else {}
+        return self._encode(self.to_model_range(pixels).to(self.dtype), **kwargs)
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, generator: Generators = None) -> torch.Tensor:
@@ -135,7 +139,7 @@ class BaseTokenizer:
     def reconstruct(self, pixels: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         return self.decode(self.encode(pixels), generator)
 
-    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _encode(self, pixels: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
 
     def _decode(self, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:

@@ -3,16 +3,20 @@
 Upload a photo (or pick a sample), choose tokenizers, and see the original beside each reconstruction with PSNR,
 SSIM, LPIPS, token count, bits per pixel and encode/decode time, a zoomed crop and an amplified difference. The
 selected models are loaded (and warmed up) at start-up; a tokenizer whose weights are missing is listed as
-unavailable with the reason. Uploads are capped in bytes and pixels; the server binds 127.0.0.1 unless told otherwise.
+unavailable with the reason. Uploads are capped in bytes and pixels; an unreadable or oversized upload gets one line
+naming the problem and the fix. Requests wait in a bounded queue (--concurrency run at once, at most --max-queue
+waiting; beyond that a request is answered "Queue is full" at once). The server binds 127.0.0.1 unless told otherwise.
 Needs the `demo` extra (gradio).
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,8 @@ from vision_tokenizers.playground import (
 
 DEFAULT_MAX_UPLOAD_MB = 20
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: any camera photo, not a decompression bomb
+DEFAULT_CONCURRENCY = 1          # reconstructions at once: each already uses every core (or the whole GPU)
+DEFAULT_MAX_QUEUE = 16           # requests waiting beyond the running ones; more are refused, never left hanging
 PANEL = 256                      # px per image in the zoom and difference rows
 
 
@@ -41,6 +47,7 @@ class DemoState:
     names: list[str]                                          # offered in the UI, in order
     status: dict[str, str] = field(default_factory=dict)      # name -> "ready" | "weights present…" | reason
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
     lpips: bool = True
 
     def available(self, name: str) -> bool:
@@ -100,24 +107,51 @@ class InputRejected(ValueError):
     """An upload the demo refuses (too many pixels, unreadable); the message is shown to the user."""
 
 
-def open_upload(path: str | os.PathLike, max_pixels: int):
-    """The uploaded file as an RGB image, after checking its pixel count from the header (before decoding)."""
+UPLOAD_FIX = "re-save it as PNG or JPEG (or copy it again from its source) and upload that"
+
+
+def open_upload(path: str | os.PathLike, max_pixels: int, max_bytes: int | None = None):
+    """The uploaded file as an RGB image, or `InputRejected` with one line: the file's name, the problem, the fix.
+
+    Bytes and the pixel count (from the header) are checked before anything is decoded; decoding is the benchmark's
+    own `load_image`, so an upload is converted exactly as a dataset file would be (16-bit, CMYK, alpha, EXIF).
+    """
     from PIL import Image
 
     from vision_tokenizers.images import BadImage, load_image
 
+    path = Path(path)
+    name = path.name  # gradio keeps the uploaded file's own name; the temporary folder means nothing to the user
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None  # load_image below says what is wrong with it
+    if max_bytes is not None and size is not None and size > max_bytes:
+        raise InputRejected(f"{name}: {size / 2**20:.1f} MB ({size:,} bytes); the limit is {max_bytes / 2**20:g} MB: "
+                            "downscale or recompress it, or start the demo with --max-upload-mb to change the limit")
     try:
         with Image.open(path) as im:
             width, height = im.size
-    except Exception as exc:  # any decoder error: not an image we can use
-        raise InputRejected(f"not a readable image ({type(exc).__name__})") from exc
+    except Image.DecompressionBombError as exc:  # Pillow refuses it from the header alone
+        raise InputRejected(f"{name}: too many pixels to decode safely ({exc}); downscale it (e.g. to 6000 px on the "
+                            "long side) and upload that") from None
+    except Exception:  # noqa: BLE001 - any decoder error: load_image below names it in the benchmark's words
+        width = height = 0
     if width * height > max_pixels:
-        raise InputRejected(f"image has {width}x{height} = {width * height / 1e6:.1f} megapixels; the limit is "
-                            f"{max_pixels / 1e6:.0f} (start the demo with --max-pixels to change it)")
+        raise InputRejected(f"{name}: {width}x{height} = {width * height / 1e6:.1f} megapixels; the limit is "
+                            f"{max_pixels / 1e6:g}: downscale it (e.g. to 6000 px on the long side) and upload that, "
+                            "or start the demo with --max-pixels to change the limit")
     try:
         return load_image(path)
     except BadImage as exc:
-        raise InputRejected(str(exc)) from exc
+        raise InputRejected(upload_message(exc, path)) from None
+
+
+def upload_message(exc: Exception, path: Path) -> str:
+    """A `BadImage` line ("PATH: problem; dataset-folder fix") rewritten for an upload: "NAME: problem; UPLOAD_FIX"."""
+    text = str(exc).removeprefix(f"{path}: ")
+    problem = text.rsplit("; ", 1)[0] if "; " in text else text  # images.py ends every line with "; <the fix>"
+    return f"{path.name}: {problem.replace(str(path), path.name)}; {UPLOAD_FIX}"
 
 
 def run_tokenizers(state: DemoState, image_path: str | None, names: list[str], seed: int = 0) -> tuple[list, str]:
@@ -128,7 +162,9 @@ def run_tokenizers(state: DemoState, image_path: str | None, names: list[str], s
         raise InputRejected("upload an image or pick a sample first")
     if not names:
         raise InputRejected("choose at least one tokenizer")
-    image = open_upload(image_path, state.max_pixels)
+    if unknown := [n for n in names if n not in state.names]:  # raw input (preprocess=False): check what gradio would
+        raise InputRejected(f"unknown tokenizer {', '.join(unknown)}; choose from {', '.join(state.names)}")
+    image = open_upload(image_path, state.max_pixels, state.max_upload_bytes)
     results, notes = [], []
     rows = ["| tokenizer | PSNR (dB) | SSIM | LPIPS | tokens | bits/px | encode | decode |",
             "|---|---|---|---|---|---|---|---|"]
@@ -139,6 +175,11 @@ def run_tokenizers(state: DemoState, image_path: str | None, names: list[str], s
             state.status[name] = f"unavailable: {exc}"
             rows.append(f"| `{name}` | unavailable | | | | | | |")
             notes.append(f"{name} unavailable: {exc}")
+            continue
+        except Exception as exc:  # noqa: BLE001 - one failing model (OOM, a shape error) must not hide the others
+            traceback.print_exc()  # the whole story for the server's log; the page gets one line
+            rows.append(f"| `{name}` | failed | | | | | | |")
+            notes.append(f"{name} failed on this image ({type(exc).__name__}: {' '.join(str(exc).split())})")
             continue
         state.status[name] = "ready"
         results.append(result)
@@ -176,7 +217,10 @@ def render(results: list, zoom_x: float, zoom_y: float, zoom_fraction: float, ga
 # the page
 
 
-def build_demo(state: DemoState, samples: list[Path] | None = None):
+def build_demo(state: DemoState, samples: list[Path] | None = None, *, max_queue: int = DEFAULT_MAX_QUEUE,
+               concurrency: int = DEFAULT_CONCURRENCY):
+    """The page, with its queue: `concurrency` reconstructions at once, at most `max_queue` requests waiting (more are
+    answered "Queue is full" at once instead of piling up memory and waiting forever)."""
     import gradio as gr
 
     from vision_tokenizers.datasets import sample_paths
@@ -185,11 +229,14 @@ def build_demo(state: DemoState, samples: list[Path] | None = None):
     choices = [(name if state.available(name) else f"{name} (unavailable)", name) for name in state.names]
     selected = [n for n in state.names if state.status.get(n) == "ready"]
 
-    def on_run(image_path, names, seed, zx, zy, zf, gain):
+    def on_run(image, names, seed, zx, zy, zf, gain):
+        # the event runs with preprocess=False: gr.Image's own preprocessing opens every upload with PIL first, so a
+        # text file named .png or a bomb-sized header would end in gradio's traceback, not in open_upload's one line
+        image_path = image.get("path") if isinstance(image, dict) else image
         try:
             results, table = run_tokenizers(state, image_path, list(names or []), int(seed or 0))
-        except InputRejected as exc:
-            raise gr.Error(str(exc)) from None
+        except InputRejected as exc:  # the user's input, not a server fault: no traceback in the log
+            raise gr.Error(html.escape(str(exc)), print_exception=False) from None  # gradio renders it as HTML
         return (*render(results, zx, zy, zf, gain), table, results, status_markdown(state))
 
     def on_view(results, zx, zy, zf, gain):
@@ -226,9 +273,10 @@ def build_demo(state: DemoState, samples: list[Path] | None = None):
         results = gr.State([])
         view_inputs = [zoom_x, zoom_y, zoom_f, gain]
         run.click(on_run, [image, tokenizers, seed, *view_inputs], [comparison, zoom, diff, metrics, results, status],
-                  concurrency_limit=1)
+                  api_name="reconstruct", concurrency_limit=concurrency, preprocess=False)
         for slider in view_inputs:
             slider.release(on_view, [results, *view_inputs], [comparison, zoom, diff])
+    demo.queue(max_size=max_queue, default_concurrency_limit=concurrency)
     return demo
 
 
@@ -247,13 +295,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights-dir", default=None, metavar="DIR",
                         help="weights folder (default: $VTOK_WEIGHTS or model_weights/)")
     parser.add_argument("--offline", action="store_true", help="never download weights")
-    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
                         help=f"largest upload in MB (default {DEFAULT_MAX_UPLOAD_MB})")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help=f"largest image in pixels (default {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--concurrency", type=_positive, default=DEFAULT_CONCURRENCY, metavar="N",
+                        help=f"reconstructions run at once (default {DEFAULT_CONCURRENCY}: each already uses every "
+                             "CPU core or the whole GPU; raise it only for small models on a large GPU)")
+    parser.add_argument("--max-queue", type=_positive, default=DEFAULT_MAX_QUEUE, metavar="N",
+                        help=f"requests allowed to wait for their turn (default {DEFAULT_MAX_QUEUE}); one more is "
+                             "answered 'Queue is full' at once, so a burst cannot pile up memory or hang clients")
     parser.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS")
     parser.add_argument("--no-warmup", action="store_true", help="do not warm up the preloaded models")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     state = prepare(names, playground, preload, warmup=not args.no_warmup, lpips=not args.no_lpips,
                     log=lambda msg: print(msg, flush=True))
     state.max_pixels = args.max_pixels
-    demo = build_demo(state)
-    demo.queue(default_concurrency_limit=1)
-    print(f"vtok demo on http://{args.host}:{args.port}", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1024 * 1024),
+    state.max_upload_bytes = int(args.max_upload_mb * 1024 * 1024)
+    demo = build_demo(state, max_queue=args.max_queue, concurrency=args.concurrency)
+    print(f"vtok demo on http://{args.host}:{args.port} (at most {args.concurrency} at once, {args.max_queue} "
+          "waiting)", flush=True)
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size=state.max_upload_bytes,
                 show_error=True, ssr_mode=False, footer_links=[])
     return 0
 

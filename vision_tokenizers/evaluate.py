@@ -48,8 +48,13 @@ class Evaluation:
         return [m[metric] for m in self.per_image.values() if metric in m]
 
     def mean(self, metric: str) -> float:
-        vals = [v for v in self.values(metric) if math.isfinite(v)]
-        return sum(vals) / len(vals) if vals else float("nan")
+        """Mean over finite values; +inf (every image a perfect copy, PSNR) when only +inf values exist; else NaN.
+        Infinite values are counted apart in the report (`n_nonfinite`), never averaged in."""
+        values = self.values(metric)
+        vals = [v for v in values if math.isfinite(v)]
+        if vals:
+            return sum(vals) / len(vals)
+        return math.inf if values and all(v == math.inf for v in values) else float("nan")
 
 
 def _statistics(spec, batch: BatchResult, aux: dict, features: tuple[torch.Tensor, torch.Tensor] | None) -> None:
@@ -141,12 +146,24 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _reconstruct(tokenizer, ids: list[str], pixels_u8: torch.Tensor, lpips: M.LPIPS | None,
-                 run_seed: int) -> tuple[BatchResult, Aux, list[bool]]:
-    """One model call on one batch: (result, de-tokenizer codes, per-image "output is finite")."""
+@dataclass
+class _ModelOutput:
+    original: torch.Tensor
+    tokens: torch.Tensor
+    reconstruction: torch.Tensor
+    seeds: list[int] | None
+    aux: Aux
+    finite: list[bool]
+
+
+def _run_model(tokenizer, ids: list[str], pixels_u8: torch.Tensor, run_seed: int) -> _ModelOutput:
+    """One model call on one batch (encode, seeded decode, 8-bit rounding): everything that may fail as a model."""
     spec = tokenizer.spec
     original = pixels_u8.to(tokenizer.device)
-    tokens = tokenizer.encode(original.float() / 255)
+    # an encoder that samples (TA-Tok's quantizer=sample) draws from its own per-image stream, apart from decoding's
+    encode_generators = image_generators(run_seed, [f"{i}#encode" for i in ids], tokenizer.device) \
+        if getattr(tokenizer, "samples_on_encode", False) else None
+    tokens = tokenizer.encode(original.float() / 255, encode_generators)
     seeds = [image_seed(run_seed, i) for i in ids] if spec.stochastic else None
     generators = image_generators(run_seed, ids, tokenizer.device) if spec.stochastic else None
     decoded = tokenizer.decode(tokens, generators)
@@ -157,13 +174,18 @@ def _reconstruct(tokenizer, ids: list[str], pixels_u8: torch.Tensor, lpips: M.LP
     if reconstruction.shape != original.shape:
         raise RuntimeError(f"{spec.name}: reconstruction {tuple(reconstruction.shape)} differs from input "
                            f"{tuple(original.shape)}")
-    columns = {name: fn(original, reconstruction) for name, fn in PIXEL_METRICS.items()}
-    if lpips is not None:
-        columns["lpips"] = lpips(original, reconstruction)
-    bpp = bits_per_pixel(tokens, spec.bits_per_token, *original.shape[-2:])
-    rows = [{name: float(col[i]) for name, col in columns.items()} | {"bpp": bpp} for i in range(len(ids))]
     aux = dict(getattr(tokenizer, "aux_tokens", dict)() or {})
-    return BatchResult(ids, original, reconstruction, tokens, rows, seeds), aux, finite.tolist()
+    return _ModelOutput(original, tokens, reconstruction, seeds, aux, finite.tolist())
+
+
+def _measure(spec, ids: list[str], out: _ModelOutput, lpips: M.LPIPS | None) -> BatchResult:
+    """Per-image metrics of one reconstructed batch. Outside the model's try: an exception here is our bug."""
+    columns = {name: fn(out.original, out.reconstruction) for name, fn in PIXEL_METRICS.items()}
+    if lpips is not None:
+        columns["lpips"] = lpips(out.original, out.reconstruction)
+    bpp = bits_per_pixel(out.tokens, spec.bits_per_token, *out.original.shape[-2:])
+    rows = [{name: float(col[i]) for name, col in columns.items()} | {"bpp": bpp} for i in range(len(ids))]
+    return BatchResult(ids, out.original, out.reconstruction, out.tokens, rows, out.seeds)
 
 
 def _keep(batch: BatchResult, aux: Aux, keep: list[bool]) -> tuple[BatchResult, Aux]:
@@ -185,7 +207,7 @@ def _reconstruct_or_report(tokenizer, ids: list[str], pixels_u8: torch.Tensor, l
                            report: Callable[[Failure], None]) -> Iterator[tuple[BatchResult, Aux]]:
     """Yield the parts of one batch that reconstructed; `report` the rest."""
     try:
-        batch, aux, finite = _reconstruct(tokenizer, ids, pixels_u8, lpips, run_seed)
+        out = _run_model(tokenizer, ids, pixels_u8, run_seed)
         out_of_memory = False
     except torch.cuda.OutOfMemoryError as exc:
         out_of_memory, reason = True, _one_line(exc)
@@ -205,6 +227,7 @@ def _reconstruct_or_report(tokenizer, ids: list[str], pixels_u8: torch.Tensor, l
         for part in (slice(0, half), slice(half, None)):
             yield from _reconstruct_or_report(tokenizer, ids[part], pixels_u8[part], lpips, run_seed, report)
         return
+    batch, aux, finite = _measure(tokenizer.spec, ids, out, lpips), out.aux, out.finite
     if not all(finite):
         bad = [i for i, ok in zip(ids, finite, strict=True) if not ok]
         report(Failure("image", bad, "non-finite reconstruction (NaN/Inf in the model's output); never averaged"))

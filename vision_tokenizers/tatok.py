@@ -48,12 +48,18 @@ class TATokTokenizer(BaseTokenizer):
         self.pool_scale = int(spec.config.get("pool_scale", 1))
         self.last_codes: dict[str, tuple[torch.Tensor, int]] = {}
 
-    def _encode(self, pixels01: torch.Tensor) -> torch.Tensor:
+    @property
+    def samples_on_encode(self) -> bool:
+        return self.settings.get("quantizer", "argmax") == "sample"
+
+    def _encode(self, pixels01: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         if pixels01.shape[-1] != self.encoder.config.input_size:
             raise ValueError(f"{self.spec.name}: TA-Tok expects {self.encoder.config.input_size} px inputs, got "
                              f"{pixels01.shape[-1]} (spec.encoder_resolution is wrong)")
-        sample = self.settings.get("quantizer", "argmax") == "sample"
-        return self.encoder.encode(pixels01, pool_scale=self.pool_scale, deterministic=not sample)
+        if isinstance(generator, tuple):
+            generator = list(generator)
+        return self.encoder.encode(pixels01, pool_scale=self.pool_scale, deterministic=not self.samples_on_encode,
+                                   generator=generator)
 
     def _decode(self, tokens: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.dtype.is_floating_point:
@@ -137,7 +143,10 @@ class TATokLumina2(TATokTokenizer):
         if s["output_resize"] != "lanczos":
             raise ValueError(f"{self.spec.name}: unknown output_resize {s['output_resize']!r} (known: lanczos)")
         small = [im.resize((self.spec.resolution,) * 2, Image.Resampling.LANCZOS) for im in tensor01_to_pil(images)]
-        return pil_to_tensor01(small).to(images.device)
+        out = pil_to_tensor01(small).to(images.device)
+        finite = torch.isfinite(images.float()).flatten(1).all(1)  # the 8-bit round trip would hide NaN as black
+        out[~finite] = torch.nan
+        return out
 
 
 def _file(files: dict[str, Path], suffix: str, what: str) -> Path:

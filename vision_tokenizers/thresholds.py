@@ -30,7 +30,8 @@ class Gate:
 
     def check(self, value: float) -> str | None:
         """None if `value` passes, else the failure message naming tokenizer, metric, value and bound."""
-        ok = math.isfinite(value) and (value >= self.bound if self.kind == "min" else value <= self.bound)
+        # NaN (nothing measured) never passes; +inf (a perfect copy's PSNR) passes a floor, -inf nothing
+        ok = not math.isnan(value) and (value >= self.bound if self.kind == "min" else value <= self.bound)
         if ok:
             return None
         relation = ">=" if self.kind == "min" else "<="

@@ -8,7 +8,6 @@ checkpoint it is `"model_ema." + n.replace(".", "")`. We pick those for our (ups
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tok.checkpoint import CheckpointError, load_strict, read_checkpoint, state_dict_at
+from tok.checkpoint import CheckpointError, load_strict, read_checkpoint, read_json_file, state_dict_at
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +67,12 @@ CONFIG_KEYS = ("ddconfig", "n_embed", "embed_dim", "use_ema")
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """The upstream yaml (as JSON, `model.init_args`) -> constructor config; use_ema defaults to False as upstream."""
-    raw = json.loads(Path(path).read_text())
-    init_args = raw.get("model", {}).get("init_args", raw)
-    return check_config({"use_ema": False, **{k: init_args[k] for k in CONFIG_KEYS if k in init_args}})
+    raw = read_json_file(path)
+    init_args = raw.get("model", {}).get("init_args", raw) if isinstance(raw, dict) else {}
+    try:
+        return check_config({"use_ema": False, **{k: init_args[k] for k in CONFIG_KEYS if k in init_args}})
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
 
 
 def check_config(config: Mapping[str, Any]) -> dict[str, Any]:

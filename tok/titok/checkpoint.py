@@ -38,7 +38,10 @@ def load_titok(config_path: str | Path, weights_path: str | Path,
                overrides_path: str | Path | None = None) -> tuple[TiTokModel, TiTokConfig]:
     """config.json + weights (+ hardcoded_overrides.json) -> (model in eval mode on CPU fp32, config). Strict."""
     overrides = read_json(overrides_path) if overrides_path is not None else None
-    cfg = TiTokConfig.from_dict(read_json(config_path), overrides)
+    try:
+        cfg = TiTokConfig.from_dict(read_json(config_path), overrides)
+    except (KeyError, TypeError, ValueError) as exc:  # a config.json without the fields the release has
+        raise CheckpointError(f"{config_path}: not a TiTok config ({exc})") from exc
     model = build_on_meta(TiTokModel, cfg)  # no 2.5 GB random init for L-32; weights are assigned below
     load_strict(model, _read_state_dict(weights_path), what="checkpoint (TiTok config)", assign=True)
     return model.eval().requires_grad_(False), cfg

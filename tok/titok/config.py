@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tok.checkpoint import read_json_file
 from tok.titok.pixel_decoder import PixelDecoderConfig
 
 
@@ -116,7 +116,6 @@ def _override_kwargs(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return read_json_file(path)
 
 

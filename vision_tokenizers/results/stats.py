@@ -21,8 +21,10 @@ STATS_DIR = "stats"
 CODEBOOK_PREFIX = "codebook_size__"  # 0-d arrays holding the codebook size of an id statistic
 
 
-def stats_relpath(tokenizer: str, image_id: str) -> str:
-    return f"{STATS_DIR}/{tokenizer}/{image_id}.npz"
+def stats_relpath(tokenizer: str, image_id: str, config: str | None = None) -> str:
+    """Where one image's statistics live; under the tokenizer's config id when known, so that a rerun with other
+    settings killed between writing the file and its record can never leave an old row pointing at new numbers."""
+    return f"{STATS_DIR}/{tokenizer}/{config}/{image_id}.npz" if config else f"{STATS_DIR}/{tokenizer}/{image_id}.npz"
 
 
 def save_image_stats(report_dir: str | os.PathLike, relpath: str, arrays: Mapping[str, np.ndarray],

@@ -44,6 +44,9 @@ def record_files(path: str | os.PathLike) -> list[Path]:
     return [path] if path.exists() else []
 
 
+_INFINITIES = {"inf": math.inf, "-inf": -math.inf}
+
+
 def read_records(path: str | os.PathLike) -> list[dict]:
     """All records of a JSONL file, or of every `records*.jsonl` in a directory, oldest first.
 
@@ -76,6 +79,9 @@ def read_records_checked(path: str | os.PathLike) -> tuple[list[dict], list[str]
                 where = "truncated last line" if line_index == len(lines) - 1 else f"malformed line {line_index + 1}"
                 problems.append(f"{file}: ignoring {where} ({exc}): {line[:80]!r}")
                 continue
+            if isinstance(obj.get("metrics"), dict):
+                obj["metrics"] = {k: _INFINITIES.get(v, v) if isinstance(v, str) else v
+                                  for k, v in obj["metrics"].items()}
             ts = obj.get("ts")
             if isinstance(ts, (int, float)) and math.isfinite(ts):
                 last_ts = max(last_ts, float(ts))
@@ -197,7 +203,8 @@ def _merge_images(records: list[Mapping]) -> dict[tuple[str, str], dict]:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Plain JSON: numpy / torch scalars become floats, non-finite floats become null (report.json is strict)."""
+    """Plain JSON: numpy / torch scalars become floats, ±inf the strings "inf" / "-inf" (read back as floats by
+    `read_records`), NaN null (report.json is strict JSON)."""
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)):
@@ -206,8 +213,8 @@ def _jsonable(obj: Any) -> Any:
         return obj.as_posix()
     if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
         return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+    if isinstance(obj, float):  # a perfect copy's PSNR is +inf: kept as a counted value ("inf"), NaN as null
+        return obj if math.isfinite(obj) else (None if math.isnan(obj) else ("inf" if obj > 0 else "-inf"))
     if hasattr(obj, "item"):  # numpy / torch scalar
         return _jsonable(obj.item())
     return str(obj)

@@ -54,12 +54,15 @@ def add_seed_spread(report: dict, records: Sequence[Mapping]) -> None:
     """For tokenizers decoded with several run seeds (``seed_image`` records of --seeds K): per metric, the
     between-seed spread (root mean over images of the std across an image's seeds) next to the between-image spread
     (std across images of each image's mean over its seeds), as ``report["tokenizers"][name]["seed_spread"]``."""
+    rows = {(r["tokenizer"], r["image_id"]): r for r in report["images"]}
+    main = {key: r["metrics"] for key, r in rows.items()}
     extra: dict[tuple[str, str], dict[int, Mapping]] = {}
     for rec in records:
-        if rec.get("type") == "seed_image":
-            extra.setdefault((str(rec["tokenizer"]), str(rec["image_id"])), {})[int(rec["run_seed"])] = \
-                rec.get("metrics") or {}
-    main = {(r["tokenizer"], r["image_id"]): r["metrics"] for r in report["images"]}
+        key = (str(rec.get("tokenizer")), str(rec.get("image_id")))
+        # only extra decodes made under the main row's protocol and config (settings, weights, main seed)
+        if rec.get("type") == "seed_image" and key in rows and (rec.get("protocol"), rec.get("config")) == (
+                rows[key].get("protocol"), rows[key].get("config")):
+            extra.setdefault(key, {})[int(rec["run_seed"])] = rec.get("metrics") or {}
     for name, tok in report["tokenizers"].items():
         keys = sorted(k for k in extra if k[0] == name and k in main)
         if not keys:
