@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -75,12 +75,11 @@ class BaseTokenizer:
     receive a generator (or one per image) in `_decode`.
     """
 
-    def __init__(self, spec: TokenizerSpec, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 settings: Mapping[str, Any] | None = None):
+    def __init__(self, spec: TokenizerSpec, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.spec = spec
         self.device = torch.device(device)
         self.dtype = dtype
-        self.settings: dict[str, Any] = dict(spec.settings if settings is None else settings)
+        self.settings: dict[str, Any] = dict(spec.settings)  # `vision_tokenizers.load` sets the chosen ones
 
     def prepare(self, module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
         """Move a network to the tokenizer's device and dtype, in eval mode, without gradients: done once, here.

@@ -88,7 +88,9 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
     """
     spec = tokenizer.spec
     result = Evaluation(spec.name)
-    token_stats = M.TokenStatistics(spec.codebook_size) if spec.kind == "discrete" and spec.codebook_size else None
+    # running statistics only when reducing here; with reduce=False the caller reduces `BatchResult.statistics`
+    token_stats = M.TokenStatistics(spec.codebook_size) \
+        if reduce and spec.kind == "discrete" and spec.codebook_size else None
     aux_stats: dict[str, M.TokenStatistics] = {}  # codes a de-tokenizer generated on the way (e.g. AR-DTok's)
 
     def report(failure: Failure) -> None:
@@ -102,7 +104,7 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
         for batch, aux in _reconstruct_or_report(tokenizer, ids, pixels_u8, lpips, run_seed, report):
             if token_stats is not None:
                 token_stats.update(batch.tokens)
-            for name, (codes, size) in aux.items():
+            for name, (codes, size) in aux.items() if reduce else ():
                 aux_stats.setdefault(name, M.TokenStatistics(size)).update(codes)
             features = fid.update(batch.original, batch.reconstruction) if fid is not None else None
             _statistics(spec, batch, aux, features)

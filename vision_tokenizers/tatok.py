@@ -5,7 +5,7 @@ torchvision) -> ids (B, 729) of a 65,536-code SimVQ codebook (argmax by default;
 upstream's default does). decode: ids -> TA-Tok decoder features (`decode_from_indices`, the t2i path) -> a
 de-tokenizer:
 - `ar`: AR-DTok generates LlamaGen VQ-16 codes (per-image generators, KV cache), the VQ decoder paints them;
-- `sana` / `lumina2`: a diffusion transformer conditioned on the features (see `tar_diffusion.py`).
+- `sana` / `lumina2`: a diffusion transformer conditioned on the features (`tok/sana_dtok`, `tok/lumina2_dtok`).
 The encoder is a shared component: the three de-tokenizers of one run use one loaded copy.
 """
 
@@ -56,10 +56,8 @@ class TATokTokenizer(BaseTokenizer):
         if pixels01.shape[-1] != self.encoder.config.input_size:
             raise ValueError(f"{self.spec.name}: TA-Tok expects {self.encoder.config.input_size} px inputs, got "
                              f"{pixels01.shape[-1]} (spec.encoder_resolution is wrong)")
-        if isinstance(generator, tuple):
-            generator = list(generator)
         return self.encoder.encode(pixels01, pool_scale=self.pool_scale, deterministic=not self.samples_on_encode,
-                                   generator=generator)
+                                   generator=_as_list(generator))
 
     def _decode(self, tokens: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         if tokens.ndim != 2 or tokens.dtype.is_floating_point:
@@ -72,6 +70,17 @@ class TATokTokenizer(BaseTokenizer):
 
     def paint(self, features: torch.Tensor, generator: Generators) -> torch.Tensor:
         raise NotImplementedError
+
+    def painted_resolution(self) -> int | None:
+        """The side length the de-tokenizer paints, as its files say (None when a setting decides it)."""
+        return None
+
+    def adapt_width(self, features: torch.Tensor, width: int) -> torch.Tensor:
+        """Tiny specs only (`tiny_width_adapter: tile`): 48-wide tiny TA-Tok features tiled to the de-tokenizer's
+        width; the real encoder already gives 1152."""
+        if self.spec.config.get("tiny_width_adapter") == "tile":
+            return features.repeat(1, 1, width // features.shape[-1])
+        return features
 
     def aux_tokens(self) -> dict[str, tuple[torch.Tensor, int]]:
         """Codes the de-tokenizer produced in the last decode (name -> (codes, codebook size)), for statistics."""
@@ -95,6 +104,9 @@ class TATokARDTok(TATokTokenizer):
         self.last_codes = {"ar": (codes, self.ar.config.vocab_size)}
         return self.vq.decode_code(codes)  # [-1, 1]; BaseTokenizer converts and clamps
 
+    def painted_resolution(self) -> int:
+        return round(self.ar.config.max_seq_len ** 0.5) * self.vq.config.downsample_factor
+
 
 class TATokSana(TATokTokenizer):
     """TA-Tok + Tar-SANA: decoder features as SANA's prompt embeddings; diffusers' SanaPipeline paints [0, 1]."""
@@ -103,14 +115,15 @@ class TATokSana(TATokTokenizer):
                  dtype: torch.dtype):
         super().__init__(spec, encoder, device, dtype)
         self.sana = sana.to(device=device, dtype=dtype)  # the VAE keeps fp32, as upstream
-        self.width_adapter = spec.config.get("tiny_width_adapter")
 
     def paint(self, features: torch.Tensor, generator: Generators) -> torch.Tensor:
-        if self.width_adapter == "tile":  # tiny spec only: 48-wide tiny TA-Tok features tiled to SANA's 1152
-            features = features.repeat(1, 1, self.sana.caption_channels // features.shape[-1])
+        features = self.adapt_width(features, self.sana.caption_channels)
         s = self.settings
         return self.sana.generate(features, steps=int(s["steps"]), guidance_scale=float(s["guidance_scale"]),
-                                  generator=list(generator) if isinstance(generator, (list, tuple)) else generator)
+                                  generator=_as_list(generator))
+
+    def painted_resolution(self) -> int:
+        return self.sana.default_size
 
 
 class TATokLumina2(TATokTokenizer):
@@ -124,20 +137,18 @@ class TATokLumina2(TATokTokenizer):
                  dtype: torch.dtype):
         super().__init__(spec, encoder, device, dtype)
         self.lumina = self.prepare(lumina)
-        self.width_adapter = spec.config.get("tiny_width_adapter")
 
     @property
     def resolution(self) -> int:
         return int(self.settings["paint_resolution"]) if self.settings.get("native") else self.spec.resolution
 
     def paint(self, features: torch.Tensor, generator: Generators) -> torch.Tensor:
-        if self.width_adapter == "tile":  # tiny spec only: 48-wide tiny TA-Tok features tiled to 1152
-            features = features.repeat(1, 1, self.lumina.cond_in_channels // features.shape[-1])
+        features = self.adapt_width(features, self.lumina.cond_in_channels)
         s = self.settings
         images = self.lumina.generate(features, steps=int(s["steps"]), time_shift=float(s["time_shift"]),
                                       guidance_scale=float(s["guidance_scale"]),
                                       resolution=int(s["paint_resolution"]),
-                                      generator=list(generator) if isinstance(generator, (list, tuple)) else generator)
+                                      generator=_as_list(generator))
         if s.get("native") or images.shape[-1] == self.spec.resolution:
             return images
         if s["output_resize"] != "lanczos":
@@ -149,6 +160,11 @@ class TATokLumina2(TATokTokenizer):
         return out
 
 
+def _as_list(generator: Generators) -> torch.Generator | list[torch.Generator] | None:
+    """The ports take one generator or a list of per-row ones (not any sequence)."""
+    return list(generator) if isinstance(generator, (list, tuple)) else generator
+
+
 def _file(files: dict[str, Path], suffix: str, what: str) -> Path:
     found = [p for name, p in files.items() if name.endswith(suffix) and name != TATOK_FILE]
     if len(found) != 1:
@@ -158,21 +174,18 @@ def _file(files: dict[str, Path], suffix: str, what: str) -> Path:
 
 def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> TATokTokenizer:
     encoder = load_encoder(files, device, dtype)
-    if spec.config.get("detok") == "lumina2":
+    detok = spec.config.get("detok", "ar")
+    if detok == "lumina2":
         lumina = Lumina2DTok.from_pretrained(files["model_args.pth"].parent, files["vae/config.json"].parent,
                                              files["config.json"].parent, torch_dtype=dtype)
-        tok = TATokLumina2(spec, encoder, lumina, device, dtype)
-        _check_spec(spec, tok)
-        return tok
-    if spec.config.get("detok") == "sana":
+        tok: TATokTokenizer = TATokLumina2(spec, encoder, lumina, device, dtype)
+    elif detok == "sana":
         folder = files["model_index.json"].parent  # the release folder (local or the hub snapshot)
-        sana = SanaDTok.from_pretrained(folder, torch_dtype=dtype)
-        tok = TATokSana(spec, encoder, sana, device, dtype)
-        _check_spec(spec, tok)
-        return tok
-    ar = ARDTok.from_pretrained(_file(files, ".pth", "AR-DTok"))
-    vq = VQModel.from_pretrained(_file(files, ".pt", "LlamaGen VQ"))
-    tok = TATokARDTok(spec, encoder, ar, vq, device, dtype)
+        tok = TATokSana(spec, encoder, SanaDTok.from_pretrained(folder, torch_dtype=dtype), device, dtype)
+    else:
+        ar = ARDTok.from_pretrained(_file(files, ".pth", "AR-DTok"))
+        vq = VQModel.from_pretrained(_file(files, ".pt", "LlamaGen VQ"))
+        tok = TATokARDTok(spec, encoder, ar, vq, device, dtype)
     _check_spec(spec, tok)
     return tok
 
@@ -183,13 +196,10 @@ def _check_spec(spec: TokenizerSpec, tok: TATokTokenizer) -> None:
     grid = round(tok.encoder.num_tokens ** 0.5) // tok.pool_scale
     got: dict[str, Any] = {"encoder_resolution": cfg.input_size, "codebook_size": cfg.codebook_size,
                            "num_tokens": grid * grid}
-    want = {"encoder_resolution": spec.encoder_resolution, "codebook_size": spec.codebook_size,
-            "num_tokens": spec.num_tokens}
-    if isinstance(tok, TATokARDTok):
-        got["resolution"] = round(tok.ar.config.max_seq_len ** 0.5) * tok.vq.config.downsample_factor
-        want["resolution"] = spec.resolution
-    if isinstance(tok, TATokSana):
-        got["resolution"] = tok.sana.default_size
-        want["resolution"] = spec.resolution
+    want: dict[str, Any] = {"encoder_resolution": spec.encoder_resolution, "codebook_size": spec.codebook_size,
+                            "num_tokens": spec.num_tokens}
+    painted = tok.painted_resolution()
+    if painted is not None:
+        got["resolution"], want["resolution"] = painted, spec.resolution
     if got != want:
         raise ValueError(f"{spec.name}: the files give {got}, the spec says {want}")
