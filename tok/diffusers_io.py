@@ -1,54 +1,72 @@
-"""Loading diffusers models from a release folder, with tok's one error type and a strict key check.
+"""Loading diffusers models from a release folder strictly, with tok's one error type.
 
-diffusers' `from_pretrained` warns (and keeps random weights) for some missing keys, and raises many error types
-for a broken folder; here every weight-file problem becomes `tok.checkpoint.CheckpointError` and the loaded model's
-keys must equal the file's keys exactly.
+diffusers' own `from_pretrained` only logs missing or unexpected keys and leaves such weights freshly initialised,
+so a model is built here from its folder's `config.json` on the meta device and filled through `tok.checkpoint`
+(strict, assign). Anything wrong with the files (missing, unreadable, another class, keys or shapes that do not
+match) is a `CheckpointError`.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from tok.checkpoint import CheckpointError
+from tok.checkpoint import CheckpointError, build_on_meta, load_strict, read_checkpoint, read_json_file
 
-log = logging.getLogger(__name__)
-
-WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
-
-
-def _file_keys(folder: Path) -> set[str] | None:
-    """Tensor names stored in the folder's safetensors weights (read from the header, no tensor is loaded)."""
-    from safetensors import safe_open
-
-    for name in WEIGHT_NAMES:
-        path = folder / name
-        if path.is_file():
-            with safe_open(str(path), framework="pt") as fh:
-                return set(fh.keys())
-    return None
+WEIGHTS_NAME = "diffusion_pytorch_model"
 
 
-def load_diffusers_model(cls: Any, folder: str | Path, subfolder: str | None = None,
-                         torch_dtype: torch.dtype = torch.float32, **kwargs: Any) -> Any:
-    """`cls.from_pretrained(folder, subfolder=...)`, strict: any key difference raises CheckpointError."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A release folder's JSON object (config.json, model_index.json...); CheckpointError when missing or broken."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file; is this the released folder?")
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The folder's state dict: one safetensors file, a sharded safetensors index, or a legacy .bin."""
+    single = folder / f"{WEIGHTS_NAME}.safetensors"
+    if single.is_file():
+        return read_checkpoint(single)
+    index_path = folder / f"{WEIGHTS_NAME}.safetensors.index.json"
+    if index_path.is_file():
+        weight_map = read_json(index_path).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index_path}: no weight_map")
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            state.update(read_checkpoint(folder / shard))
+        absent = sorted(set(weight_map) - set(state))
+        if absent:
+            raise CheckpointError(f"{index_path}: {len(absent)} indexed keys are in no shard, e.g. {absent[:3]}")
+        return state
+    legacy = folder / f"{WEIGHTS_NAME}.bin"
+    if legacy.is_file():
+        return read_checkpoint(legacy)
+    raise CheckpointError(f"{folder}: no {WEIGHTS_NAME}.safetensors (or sharded index / .bin); found "
+                          f"{sorted(p.name for p in folder.iterdir()) if folder.is_dir() else 'no folder'}")
+
+
+def load_diffusers_model(cls: type[nn.Module], folder: str | Path, subfolder: str | None = None,
+                         torch_dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Build `cls` from `folder[/subfolder]/config.json` on meta, load its weights strictly, cast to `torch_dtype`;
+    returned on the CPU in eval mode without gradients."""
     where = Path(folder) / subfolder if subfolder else Path(folder)
-    try:
-        model = cls.from_pretrained(str(folder), subfolder=subfolder, torch_dtype=torch_dtype, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:
-        text = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise CheckpointError(f"{where}: cannot load {cls.__name__} ({type(exc).__name__}: {text})") from exc
-    try:
-        stored = _file_keys(where)
-    except Exception as exc:  # a header that diffusers could read but safetensors cannot is a broken file too
-        raise CheckpointError(f"{where}: unreadable weights header ({exc})") from exc
-    if stored is not None:
-        own = set(model.state_dict())
-        missing, unexpected = sorted(own - stored), sorted(stored - own)
-        if missing or unexpected:
-            raise CheckpointError(f"{where}: weights do not match {cls.__name__}: missing {missing[:8]}, "
-                                  f"unexpected {unexpected[:8]}")
-    return model.eval().requires_grad_(False)
+    config = read_json(where / "config.json")
+    if config.get("_class_name") != cls.__name__:
+        raise CheckpointError(f"{where}/config.json: describes {config.get('_class_name')!r}, expected "
+                              f"{cls.__name__}")
+    model = build_on_meta(cls.from_config, config)
+    load_strict(model, read_weights(where), what=str(where), assign=True)
+    leftover = [name for name, t in model.named_buffers() if t.is_meta]
+    if leftover:  # a non-persistent buffer a future diffusers adds would otherwise stay unallocated
+        raise RuntimeError(f"{cls.__name__} has non-persistent buffers this loader does not materialise: {leftover}")
+    # nn.Module.to casts every module like upstream's `model.to(dtype)`, without diffusers' override, which warns
+    # about fp32-kept modules even when the model has none.
+    return nn.Module.to(model, torch_dtype).eval().requires_grad_(False)

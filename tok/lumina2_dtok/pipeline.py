@@ -8,7 +8,6 @@ sample, and with per-row generators a row never depends on the others.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,8 +70,7 @@ def load_flux_vae(vae_dir: str | Path, torch_dtype: torch.dtype = torch.float32)
                  f"`huggingface-cli download {FLUX_HUB_ID} --include 'vae/*'`")
     if missing:
         raise CheckpointError(f"{folder}: missing {', '.join(missing)}. {help_text}")
-    vae = load_diffusers_model(AutoencoderKL, folder, torch_dtype=torch_dtype,
-                               low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
+    vae = load_diffusers_model(AutoencoderKL, folder, torch_dtype=torch_dtype)
     if vae.config.shift_factor is None:
         raise CheckpointError(f"{folder}: config has no shift_factor; this is not the FLUX VAE")
     return vae
