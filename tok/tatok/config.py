@@ -9,13 +9,12 @@ config, or (for the released hub id) a built-in copy, so nothing is downloaded.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tok.checkpoint import CheckpointError
+from tok.checkpoint import CheckpointError, read_json_file
 
 SO400M_TEACHER = "google/siglip2-so400m-patch14-384"
 # Vision tower of google/siglip2-so400m-patch14-384 (a FixRes SigLIP2 checkpoint, stored as SigLIP v1 "siglip").
@@ -224,5 +223,4 @@ def resolve_teacher_vision(teacher_config: str | Path | Mapping[str, Any] | None
     path = Path(teacher_config)
     if path.is_dir():
         path = path / "config.json"
-    with path.open() as fh:
-        return _vision_from_mapping(json.load(fh), str(path))
+    return _vision_from_mapping(read_json_file(path), str(path))  # a broken file is a CheckpointError
