@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tok.ar_dtok import AR_DTOK_SIZES, IGNORED_ARGS, ARDTok, ARDTokConfig, top_k_top_p_filter
+from tok.ar_dtok import AR_DTOK_SIZES, IGNORED_ARGS, ARDTok, ARDTokConfig, find_multiple, top_k_top_p_filter
 from tok.checkpoint import CheckpointError, build_on_meta
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "tatok_ardtok"
@@ -63,13 +63,19 @@ def _greedy(model: ARDTok, cond: torch.Tensor, **kwargs) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------ loading
 def test_from_pretrained_reads_release_layout(model):
     cfg = model.config
-    assert (cfg.n_layer, cfg.n_head, cfg.dim) == AR_DTOK_SIZES["llama-abs-tiny"] == (2, 4, 64)
-    assert (cfg.vocab_size, cfg.cond_dim, cfg.cls_token_num, cfg.max_seq_len) == (64, 48, 16, 64)
-    assert cfg.ffn_hidden_dim == 256 and cfg.model_type == "clip_cond" and not cfg.use_fixed_pe
+    recorded = json.loads((GOLDEN / "meta.json").read_text())["ar_dtok"]  # what the golden file was made with
+    arch, args = recorded["arch"], recorded["args"]
+    assert (cfg.n_layer, cfg.n_head, cfg.dim) == AR_DTOK_SIZES[recorded["name"]] == (
+        arch["n_layer"], arch["n_head"], arch["dim"])
+    assert (cfg.vocab_size, cfg.cond_dim, cfg.cls_token_num, cfg.max_seq_len) == (
+        args["vocab_size"], args["cond_dim"], args["cls_token_num"], args["max_seq_len"])
+    assert cfg.ffn_hidden_dim == find_multiple(int(2 * 4 * cfg.dim / 3), 256)
+    assert cfg.model_type == args["model_type"] and cfg.use_fixed_pe == args["use_fixed_pe"]
     assert not model.training
     assert all(p.dtype == torch.float32 and not p.requires_grad and p.device.type == "cpu"
                for p in model.parameters())
-    assert sum(p.numel() for p in model.parameters()) == 147_776
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        t.numel() for t in _raw_checkpoint()["model"]["sd"].values())
     assert set(model.state_dict()) == set(_raw_checkpoint()["model"]["sd"])
 
 

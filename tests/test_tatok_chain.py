@@ -85,7 +85,8 @@ def test_tiny_chain_runs_through_the_whole_benchmark(tmp_path):
     assert dataset["meta"]["settings"]["top_k"] == 5
     assert 0 < dataset["metrics"]["ar_codebook_usage"] <= 1 and dataset["metrics"]["codebook_usage"] > 0
     facts = next(r for r in records if r["type"] == "tokenizer" and r["tokenizer"] == "tatok_ardtok_tiny")
-    assert facts["facts"]["encoder_resolution"] == 56 and len(facts["weights"]) == 3
+    spec = vt.get_spec("tatok_ardtok_tiny")
+    assert facts["facts"]["encoder_resolution"] == spec.encoder_resolution and len(facts["weights"]) == 3
     assert all(len(w["sha256"]) == 64 for w in facts["weights"].values())
     assert (report / "grid.png").is_file() and "tatok_ardtok_tiny" in (report / "summary.md").read_text()
 
@@ -96,7 +97,8 @@ def test_sana_chain_feeds_the_encoders_decoder_features_to_sana(golden):
     ids = tok.encode(golden["input.image_56"])
     assert torch.equal(ids, golden["tatok.indices"].long())
     ours = tok.decode(ids, image_generators(1, ["a", "b"]))
-    features = tok.encoder.decode_from_indices(ids).repeat(1, 1, 1152 // 48)
+    features = tok.encoder.decode_from_indices(ids)
+    features = features.repeat(1, 1, tok.sana.caption_channels // features.shape[-1])  # the tiny spec's tiling
     direct = tok.sana.generate(features, steps=4, guidance_scale=1.0, generator=image_generators(1, ["a", "b"]))
     torch.testing.assert_close(ours, direct.clamp(0, 1), atol=1e-5, rtol=0)
     assert ours.shape == (2, 3, 512, 512)
@@ -112,7 +114,8 @@ def test_lumina2_chain_paints_from_decoder_features_and_downscales_like_the_publ
     ids = tok.encode(golden["input.image_64"])
     ours = tok.decode(ids, image_generators(2, ["a", "b"]))
     assert ours.shape == (2, 3, 64, 64) and tok.resolution == 64
-    features = tok.encoder.decode_from_indices(ids).repeat(1, 1, 1152 // 48)
+    features = tok.encoder.decode_from_indices(ids)
+    features = features.repeat(1, 1, tok.lumina.cond_in_channels // features.shape[-1])  # the tiny spec's tiling
     painted = tok.lumina.generate(features, steps=3, time_shift=6.0, resolution=128,
                                   generator=image_generators(2, ["a", "b"]))
     lanczos = pil_to_tensor01([im.resize((64, 64), Image.Resampling.LANCZOS) for im in tensor01_to_pil(painted)])
