@@ -9,6 +9,9 @@ def pytest_addoption(parser) -> None:
     group = parser.getgroup("vtok", "vision tokenizer benchmark")
     group.addoption("--tokenizers", default="all",
                     help="comma-separated tokenizer names, 'all' (the published set + extras) or 'tiny' (test models)")
+    group.addoption("--plugin", action="append", default=[], metavar="MODULE_OR_FILE.py",
+                    help="import a plug-in that registers tokenizers (repeatable; also env VTOK_PLUGINS and installed "
+                         "entry points in group vtok.tokenizers)")
     group.addoption("--dataset", default="samples",
                     help="samples (photos bundled with scikit-image) | coco (VTOK_COCO or data/coco/val2017) | PATH")
     group.addoption("--num-images", type=int, default=None, help="use the first N images (sorted by name)")

@@ -180,8 +180,9 @@ class Recorder:
                   weights: Mapping[str, Any] | None = None, **extra: Any) -> dict:
         """What the run knew about a tokenizer (spec facts, published numbers, generation settings, weights'
         sha256): the report is built from this record, never from the registry of whatever code renders it.
-        Its ``config`` id (settings, checkpoint sha256s, seed) is attached to the tokenizer's later rows."""
-        config = _results().config_id(settings or {}, weights or {}, extra.get("seed"))
+        Its ``config`` id (settings, checkpoint sha256s, seed, a plug-in's code identity) is attached to the
+        tokenizer's later rows."""
+        config = _results().config_id(settings or {}, weights or {}, extra.get("seed"), extra.get("code"))
         self.configs[tokenizer] = config
         return self(type="tokenizer", tokenizer=tokenizer, facts=dict(facts),
                     settings=dict(settings or {}), weights=dict(weights or {}), config=config, **extra)

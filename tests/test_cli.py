@@ -17,7 +17,7 @@ from PIL import Image
 from tests.helpers import shared_path
 from vision_tokenizers.cli import main
 from vision_tokenizers.playground import TokenizerPlayground
-from vision_tokenizers.registry import SPECS, get_spec
+from vision_tokenizers.registry import get_spec, list_tokenizers
 
 VTOK = Path(sys.executable).parent / "vtok"
 
@@ -67,7 +67,8 @@ def test_list_shows_every_tokenizer_with_its_weights():
     proc = vtok("list", "--all", env={"VTOK_WEIGHTS": str(shared_path("weights"))})
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
-    for name, spec in SPECS.items():
+    for name in list_tokenizers(include_tiny=True):
+        spec = get_spec(name)
         assert name in lines, name
         assert f"{spec.bits_per_pixel:.4g}" in lines[name] and str(spec.resolution) in lines[name]
     assert "present in" in lines["taef2_512"] and "taesd" in lines["taef2_512"]
@@ -165,7 +166,7 @@ def test_download_weights_one_line_per_tokenizer(tmp_path, capsys):
     proc = vtok("download", "weights", "all", "--offline", "--weights-dir", str(tmp_path))
     assert proc.returncode == 1  # nothing could be had
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    real = [n for n, s in SPECS.items() if not s.tiny]
+    real = list_tokenizers()
     assert [line.split(":")[0] for line in lines[:-1]] == real
     assert all("unavailable (offline" in line for line in lines[:-1])
     assert lines[-1] == f"0 of {len(real)} tokenizer(s) have their weights"

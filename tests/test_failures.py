@@ -27,7 +27,7 @@ import vision_tokenizers as vt
 from tests.helpers import REPO, shared_path
 from vision_tokenizers.evaluate import Failure, evaluate
 from vision_tokenizers.magvit2 import Magvit2
-from vision_tokenizers.registry import SPECS
+from vision_tokenizers.registry import REGISTRY
 from vision_tokenizers.spec import TokenizerSpec, WeightFile
 from vision_tokenizers.weights import download_url, resolve_weights
 
@@ -294,7 +294,7 @@ def golden_copy(tmp_path: Path) -> Path:
 
 
 def pinned(digest: str) -> TokenizerSpec:
-    spec = SPECS["magvit2_tiny"]
+    spec = vt.get_spec("magvit2_tiny")
     return dataclasses.replace(spec, weights=tuple(dataclasses.replace(wf, sha256=digest)
                                                    if wf.filename.endswith(".ckpt") else wf for wf in spec.weights))
 
@@ -302,7 +302,7 @@ def pinned(digest: str) -> TokenizerSpec:
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
 def test_checksum_mismatch_names_file_and_fix_before_anything_is_built(tmp_path, monkeypatch, damage):
     ckpt = golden_copy(tmp_path)
-    monkeypatch.setitem(SPECS, "magvit2_tiny", pinned(hashlib.sha256(ckpt.read_bytes()).hexdigest()))
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
     data = bytearray(ckpt.read_bytes())
     if damage == "truncated":
         del data[len(data) // 2:]
@@ -311,7 +311,7 @@ def test_checksum_mismatch_names_file_and_fix_before_anything_is_built(tmp_path,
     ckpt.write_bytes(bytes(data))
     built = []
     monkeypatch.setattr("vision_tokenizers.magvit2.build", lambda *a: built.append(a))
-    with pytest.raises(vt.WeightsUnavailable) as info:
+    with REGISTRY.replaced(pinned(digest)), pytest.raises(vt.WeightsUnavailable) as info:
         vt.load("magvit2_tiny", weights_dir=tmp_path, offline=True)
     message = str(info.value)
     assert "\n" not in message and str(ckpt) in message and "does not match" in message

@@ -407,7 +407,7 @@ def test_sd_vae_encodes_the_posterior_mode_never_a_sample(tmp_path, monkeypatch)
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
     from vision_tokenizers import sd_vae
-    from vision_tokenizers.registry import SPECS
+    from vision_tokenizers.registry import get_spec
 
     torch.manual_seed(0)
     vae = AutoencoderKL(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
@@ -424,7 +424,7 @@ def test_sd_vae_encodes_the_posterior_mode_never_a_sample(tmp_path, monkeypatch)
         mode = vae.encode(x * 2 - 1).latent_dist.mode()
     files = {"config.json": tmp_path / "vae" / "config.json"}
     for name in ("vae_sd_mse_512", "vae_sd_mse_q8_512"):
-        spec = dataclasses.replace(SPECS[name], name=f"{name}_tiny32", resolution=32, token_shape=(4, 16, 16))
+        spec = dataclasses.replace(get_spec(name), name=f"{name}_tiny32", resolution=32, token_shape=(4, 16, 16))
         tok = sd_vae.build(spec, files, torch.device("cpu"), torch.float32)
         first, second = tok.encode(x), tok.encode(x)
         assert torch.equal(first, second), name

@@ -73,13 +73,27 @@ class BaseTokenizer:
     device/dtype, resizes to `spec.encoder_resolution` when set, and converts to the model's range. `decode` takes the
     model's output back to float32 [0,1] (clamped) on the model's device. Sampling tokenizers (`spec.stochastic`)
     receive a generator (or one per image) in `_decode`.
+
+    What the benchmark reads besides encode/decode (a plug-in overrides what applies to it):
+    `settings` (the chosen generation settings; `vision_tokenizers.load` sets them after `build`), `weight_files`
+    (name -> path, set by `load`), `samples_on_encode` (True when `_encode` draws random numbers: it then gets one
+    seeded generator per image) and `aux_tokens()` (codes a de-tokenizer produced in the last decode, name ->
+    (codes, codebook size), for token statistics).
     """
+
+    samples_on_encode: bool = False
 
     def __init__(self, spec: TokenizerSpec, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.spec = spec
         self.device = torch.device(device)
         self.dtype = dtype
         self.settings: dict[str, Any] = dict(spec.settings)  # `vision_tokenizers.load` sets the chosen ones
+        self.weight_files: dict[str, str] = {}
+        self.code: dict[str, str] | None = None  # the registering plug-in's identity (`load` sets it)
+
+    def aux_tokens(self) -> dict[str, tuple[torch.Tensor, int]]:
+        """Codes produced besides the tokens in the last decode (none by default)."""
+        return {}
 
     def prepare(self, module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
         """Move a network to the tokenizer's device and dtype, in eval mode, without gradients: done once, here.

@@ -27,18 +27,36 @@ USAGE_ERROR, NOTHING_DONE = 2, 1
 
 def _names(value: str, *, allow_all: bool = True) -> list[str]:
     """'a,b' / 'all' / 'tiny' -> registered names; an unknown name is a usage error naming the known ones."""
-    from vision_tokenizers.registry import SPECS, list_tokenizers
+    from vision_tokenizers.registry import REGISTRY
 
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    if allow_all and names == ["all"]:
-        return list_tokenizers()
-    if allow_all and names == ["tiny"]:
-        return [n for n, s in SPECS.items() if s.tiny]
-    unknown = [n for n in names if n not in SPECS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown tokenizer {', '.join(unknown) or repr(value)}; known: "
-                                         f"{', '.join(SPECS)} (or all, tiny)")
-    return list(dict.fromkeys(names))
+    if not allow_all and value.strip() in ("all", "tiny"):
+        value = ""
+    try:
+        return REGISTRY.select(value)
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(exc.args[0]) from None
+
+
+def add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE.py",
+                        help="import a plug-in that registers tokenizers (repeatable; also env VTOK_PLUGINS and "
+                             "installed entry points in group vtok.tokenizers)")
+
+
+def discover_plugins(argv: list[str] | None, prog: str) -> bool:
+    """Load the plug-ins before the real parse validates tokenizer names (a first pass finds every --plugin);
+    a plug-in that fails is one usage line on stderr and False."""
+    from vision_tokenizers.plugins import PluginError, discover
+
+    first = argparse.ArgumentParser(add_help=False)
+    add_plugin_option(first)
+    known, _ = first.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        discover(known.plugin)
+    except PluginError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _weights_dir(value: str | None) -> Path:
@@ -58,20 +76,20 @@ def _progress_disabled(mode: str) -> bool | None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from vision_tokenizers.playground import weights_status
-    from vision_tokenizers.registry import SPECS
+    from vision_tokenizers.registry import REGISTRY
 
     weights_dir = _weights_dir(args.weights_dir)
-    rows = [("name", "kind", "res", "tokens", "codebook", "bits/px", "weights")]
-    for name, spec in SPECS.items():
-        if spec.tiny and not args.all:
-            continue
+    rows = [("name", "kind", "res", "tokens", "codebook", "bits/px", "registered by", "weights")]
+    for name in REGISTRY.names(tiny=None if args.all else False):
+        entry = REGISTRY.entry(name)
+        spec = entry.spec
         present, where = weights_status(name, weights_dir)
         origins = sorted({wf.origin.rsplit("/", 1)[0] for wf in spec.weights if wf.repo_id or wf.url})
         weights = f"present in {where}" if present else \
             f"missing (from {', '.join(origins)})" if origins else "missing (no public origin: test model files)"
         rows.append((name + (" [test]" if spec.tiny else ""), spec.kind, str(spec.resolution),
                      "x".join(map(str, spec.token_shape)), str(spec.codebook_size or "-"),
-                     f"{spec.bits_per_pixel:.4g}", weights))
+                     f"{spec.bits_per_pixel:.4g}", entry.origin.partition(" (")[0], weights))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
@@ -408,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "size, bits per pixel, and whether its weights are on this machine (checked "
                                    "without network) or where they would come from.")
     p.add_argument("--all", action="store_true", help="also list the tiny test models")
+    add_plugin_option(p)
     p.add_argument("--weights-dir", default=None, metavar="DIR", help="weights folder to check (default: "
                    "$VTOK_WEIGHTS or model_weights/)")
     p.set_defaults(func=cmd_list)
@@ -423,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "  tokens/<tokenizer>/<image>.npy|.safetensors  with --save-tokens\n\n"
                     "Unreadable files and tokenizers without weights are reported in one line each and skipped; "
                     "the exit status is 1 only when nothing could be done.")
+    add_plugin_option(p)
     p.add_argument("--model", "-m", required=True, type=_names, metavar="A,B",
                    help="comma-separated tokenizer names (see `vtok list`), 'all' or 'tiny'")
     p.add_argument("--input", "-i", required=True, metavar="FILE|FOLDER", help="an image, or a folder searched "
@@ -448,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "Hugging Face cache / hub or the file's origin URL (sha256-checked where pinned). "
                                   "One line per tokenizer; exit status 1 only when none has its weights.")
     q.add_argument("names", nargs="+", metavar="NAME", help="tokenizer names, or 'all'")
+    add_plugin_option(q)
     _add_weights_options(q)
     q.set_defaults(func=cmd_download_weights)
     q = dl.add_parser("coco", help="the first N images of the published COCO val2017 list",
@@ -476,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not discover_plugins(argv, "vtok"):
+        return USAGE_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:

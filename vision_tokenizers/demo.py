@@ -281,10 +281,11 @@ def build_demo(state: DemoState, samples: list[Path] | None = None, *, max_queue
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vision_tokenizers.cli import _names
+    from vision_tokenizers.cli import _names, add_plugin_option
 
     parser = argparse.ArgumentParser(prog="python -m vision_tokenizers.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_plugin_option(parser)
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
@@ -318,8 +319,11 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vision_tokenizers.cli import discover_plugins
     from vision_tokenizers.registry import list_tokenizers
 
+    if not discover_plugins(argv, "python -m vision_tokenizers.demo"):
+        return 2
     args = build_parser().parse_args(argv)
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local viewer

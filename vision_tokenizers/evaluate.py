@@ -164,7 +164,7 @@ def _run_model(tokenizer, ids: list[str], pixels_u8: torch.Tensor, run_seed: int
     original = pixels_u8.to(tokenizer.device)
     # an encoder that samples (TA-Tok's quantizer=sample) draws from its own per-image stream, apart from decoding's
     encode_generators = image_generators(run_seed, [f"{i}#encode" for i in ids], tokenizer.device) \
-        if getattr(tokenizer, "samples_on_encode", False) else None
+        if tokenizer.samples_on_encode else None
     tokens = tokenizer.encode(original.float() / 255, encode_generators)
     seeds = [image_seed(run_seed, i) for i in ids] if spec.stochastic else None
     generators = image_generators(run_seed, ids, tokenizer.device) if spec.stochastic else None
@@ -176,7 +176,7 @@ def _run_model(tokenizer, ids: list[str], pixels_u8: torch.Tensor, run_seed: int
     if reconstruction.shape != original.shape:
         raise RuntimeError(f"{spec.name}: reconstruction {tuple(reconstruction.shape)} differs from input "
                            f"{tuple(original.shape)}")
-    aux = dict(getattr(tokenizer, "aux_tokens", dict)() or {})
+    aux = dict(tokenizer.aux_tokens() or {})
     return _ModelOutput(original, tokens, reconstruction, seeds, aux, finite.tolist())
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from PIL import Image, ImageOps
 
 from vision_tokenizers.base import DTYPES, to_uint8
 from vision_tokenizers.images import load_image, prepare_image, to_rgb
+from vision_tokenizers.plugins import discover
 from vision_tokenizers.registry import get_spec, load
 from vision_tokenizers.spec import TokenizerSpec
 from vision_tokenizers.weights import WeightsUnavailable, default_weights_dir, resolve_weights
@@ -195,11 +197,15 @@ class TokenizerPlayground:
 
     `device`: "cpu", "cuda", "cuda:N"; `dtype`: "fp32" | "bf16" | "fp16" (or a torch dtype). `weights_dir` and
     `offline` are those of `vision_tokenizers.load` (default `$VTOK_WEIGHTS` or `model_weights/`; offline when
-    `HF_HUB_OFFLINE=1`). Loaded tokenizers are kept, so switching back with `load` is free.
+    `HF_HUB_OFFLINE=1`). Loaded tokenizers are kept, so switching back with `load` is free. `plugins`: modules or
+    ``.py`` files that register tokenizers, loaded like ``--plugin`` (installed entry points and ``VTOK_PLUGINS``
+    are found as everywhere).
     """
 
     def __init__(self, device: str | torch.device = "cpu", dtype: str | torch.dtype = "fp32",
-                 weights_dir: str | os.PathLike | None = None, offline: bool | None = None) -> None:
+                 weights_dir: str | os.PathLike | None = None, offline: bool | None = None,
+                 plugins: Sequence[str] = ()) -> None:
+        discover(plugins)
         self.device = torch.device(device)
         self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         self.weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
