@@ -5,7 +5,11 @@ into one report with the files a single run writes; dataset metrics (rFID, KID, 
 again from the per-image statistics of every image, never averaged per shard.
 
 Both refuse rows measured under different protocols (dataset, crop, metric settings, libraries, device, dtype,
-seeds...) or tokenizer configs, naming the fields that differ, unless ``--allow-mixed``.
+seeds...) or tokenizer configs, naming the fields that differ, unless ``--allow-mixed``. A merge whose sources hold
+different rows for the same (tokenizer, image) (say an fp32 and a bf16 run of the same images) is refused too, naming
+the tokenizer, the number of images and the fields that differ, unless ``--prefer first|last`` keeps one source's
+rows on purpose; the rows dropped are counted in the merged report. Rows equal in every source are merged and
+counted. Exit status: 2 for a missing or occupied directory, 3 for a refusal.
 """
 
 from __future__ import annotations
@@ -58,15 +62,19 @@ def _merge(argv: list[str]) -> int:
                                      description="merge report directories (shards) into one report, exactly")
     parser.add_argument("sources", nargs="+", type=Path, help="report directories to merge (e.g. one per shard)")
     parser.add_argument("--out", required=True, type=Path, help="new directory for the merged report")
+    parser.add_argument("--prefer", choices=("first", "last"), default=None,
+                        help="when several sources hold different rows for the same (tokenizer, image), keep those of "
+                             "the first (last) source listed; the rows dropped are counted in the report (default: "
+                             "refuse)")
     _common(parser)
     args = parser.parse_args(argv)
     from vision_tokenizers.results import MixedProtocols
-    from vision_tokenizers.results.merge import merge_reports
+    from vision_tokenizers.results.merge import MergeConflict, merge_reports
 
     try:
         files = merge_reports([_resolve(s) for s in args.sources], args.out, allow_mixed=args.allow_mixed,
-                              max_images=args.max_images)
-    except MixedProtocols as exc:
+                              prefer=args.prefer, max_images=args.max_images)
+    except (MixedProtocols, MergeConflict) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     except (FileNotFoundError, FileExistsError) as exc:

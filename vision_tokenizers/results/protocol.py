@@ -35,10 +35,16 @@ def short_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def config_id(settings: Mapping[str, Any], weights: Mapping[str, Any], seed: Any = None) -> str:
-    """The id of a tokenizer's configuration: generation settings, checkpoint sha256s (not their paths), seed."""
+def config_id(settings: Mapping[str, Any], weights: Mapping[str, Any], seed: Any = None,
+              code: Mapping[str, Any] | None = None) -> str:
+    """The id of a tokenizer's configuration: generation settings, checkpoint sha256s (not their paths), seed, and
+    for a plug-in the identity of its code (file sha256 / package version), so that an edited plug-in never resumes
+    rows of its previous version."""
     hashes = {name: (w.get("sha256") if isinstance(w, Mapping) else w) for name, w in weights.items()}
-    return short_hash({"settings": dict(settings), "weights": hashes, "seed": seed})
+    fields = {"settings": dict(settings), "weights": hashes, "seed": seed}
+    if code:  # built-ins keep the ids they always had
+        fields["code"] = {k: v for k, v in code.items() if k in ("sha256", "package", "version")}
+    return short_hash(fields)
 
 
 def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:
@@ -133,10 +139,14 @@ def _tokenizer_configs(records: Iterable[Mapping]) -> dict[str, dict]:
     return out
 
 
-def mixing_problems(records: list[Mapping]) -> list[str]:
+def mixing_problems(records: list[Mapping], rows: Iterable[Mapping] | None = None) -> list[str]:
     """Why the rows of `records` (after latest-wins) cannot share one table: different protocols, or one tokenizer
-    measured under different configs (settings, checkpoints, seed). [] when they can."""
-    rows = list(_merge_images(records).values())
+    measured under different configs (settings, checkpoints, seed). [] when they can.
+
+    `rows` (merged image rows with ``tokenizer``, ``protocol``, ``config``) replaces latest-wins over `records` when
+    given: a merge checks every row of every source, `records` then only supply the protocol and tokenizer records.
+    """
+    rows = list(_merge_images(records).values()) if rows is None else list(rows)
     lines = mixed_protocols(protocols_in(records), [r["protocol"] for r in rows])
     configs = _tokenizer_configs(records)
     by_tokenizer: dict[str, set] = {}
