@@ -1,5 +1,9 @@
 """``python -m reports [DIR]``: rebuild a report (CSV, summary.md/png, grids, report.json) from its records*.jsonl.
 
+``python -m reports DIR --model-index OUT``: also write ``OUT/<tokenizer>.yaml``, a Hugging Face ``model-index`` block
+per tokenizer (the header of a model card; huggingface_hub's ``metadata_load`` reads it) with each measured PSNR,
+SSIM, LPIPS, rFID and KID.
+
 ``python -m reports merge DIR... --out OUT``: merge report directories (the shards of one dataset, ``--shard i/N``)
 into one report with the files a single run writes; dataset metrics (rFID, KID, codebook statistics) are reduced
 again from the per-image statistics of every image, never averaged per shard.
@@ -38,6 +42,9 @@ def _rebuild(argv: list[str]) -> int:
                         help="a report directory holding records*.jsonl (default: results/latest)")
     parser.add_argument("--bootstrap", type=int, default=None,
                         help="bootstrap resamples for the confidence intervals (default: the run's --bootstrap)")
+    parser.add_argument("--model-index", type=Path, default=None, metavar="OUT",
+                        help="also write OUT/<tokenizer>.yaml: a Hugging Face model-index block (model card header) "
+                             "per tokenizer with its measured PSNR, SSIM, LPIPS, rFID and KID")
     _common(parser)
     args = parser.parse_args(argv)
     report_dir = _resolve(args.report_dir)
@@ -54,6 +61,17 @@ def _rebuild(argv: list[str]) -> int:
         return 3
     for name, path in files.items():
         print(f"{name}: {path}")
+    if args.model_index is not None:
+        import json
+
+        from vision_tokenizers.results.model_index import write_model_index
+
+        written, left_out = write_model_index(json.loads(files["json"].read_text(encoding="utf-8")),
+                                              args.model_index)
+        for name, path in written.items():
+            print(f"model-index {name}: {path}")
+        for name, why in left_out.items():
+            print(f"model-index {name}: not written: {why}")
     return 0
 
 
