@@ -236,3 +236,12 @@ def test_a_plugin_tokenizer_loads_its_weight_files_like_a_builtin_and_its_code_i
         assert R.config_id({}, {}, None) == R.config_id({}, {}, None, None)
     finally:
         REGISTRY._entries.pop("gain_32", None)
+
+
+def test_vtok_list_shows_at_least_22_real_tokenizers_each_with_its_origin(tmp_path):
+    proc = run([str(VTOK), "list", "--weights-dir", str(tmp_path)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines()[1:] if ln.strip() and not ln.startswith("weights folder")]
+    assert len(rows) == len(vt.list_tokenizers()) >= 22
+    assert all("[test]" not in ln and ("missing (from hf://" in ln or "missing (from https://" in ln) for ln in rows)
+    assert all("built-in" in ln for ln in rows)
