@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zlib
@@ -139,41 +140,85 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVING = "* Running on local URL:"  # gradio prints this once its server accepts connections
+PORT_TAKEN = "Cannot find empty port"  # gradio, when the port it was given cannot be bound
+PORT_ATTEMPTS = 3
+
+
+class _Output(threading.Thread):
+    """Copies a child's output to `log` line by line (the pipe never fills). `decided` is set when the child says it
+    serves (`serving` is then True) or when its output ends."""
+
+    def __init__(self, proc: subprocess.Popen, log: Path):
+        super().__init__(daemon=True)
+        self.proc, self.log, self.serving, self.decided = proc, log, False, threading.Event()
+
+    def run(self) -> None:
+        with open(self.log, "w") as fh:
+            for line in self.proc.stdout:
+                fh.write(line)
+                fh.flush()
+                if line.startswith(SERVING):
+                    self.serving = True
+                    self.decided.set()
+        self.decided.set()
+
+
+def _stop(proc: subprocess.Popen, output: _Output) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    output.join(10)  # the log is complete once the child's output has ended
+
+
+def _start_demo(args: list[str], log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, _Output, str] | None:
+    """The demo on a free port, returned once it says it serves; None when the port was taken before it bound it."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "vision_tokenizers.demo", "--port", str(port), *args], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    output = _Output(proc, log)
+    output.start()
+    answered = output.decided.wait(SERVER_START_TIMEOUT_S)
+    if answered and output.serving:
+        return proc, output, f"http://127.0.0.1:{port}/"
+    _stop(proc, output)
+    text = log.read_text()
+    if not answered:
+        pytest.fail(f"demo did not say it serves on port {port} within {SERVER_START_TIMEOUT_S} s:\n{text[-3000:]}")
+    if PORT_TAKEN in text:
+        return None
+    pytest.fail(f"demo exited with {proc.returncode}:\n{text[-3000:]}")
+
+
 @contextlib.contextmanager
 def running_demo(args: list[str], log: Path, env: dict[str, str] | None = None):
-    """`python -m vision_tokenizers.demo ARGS` on a free port of 127.0.0.1: yields (base url, log); always stopped."""
+    """`python -m vision_tokenizers.demo ARGS` on a free port of 127.0.0.1: yields (base url, log); always stopped.
+
+    Ready is what the child says, not a polling loop: its output is read line by line (and copied to `log`) until
+    gradio's "Running on local URL" line, printed once the server accepts connections, or until the child exits. A
+    port another process took between choosing it and the child binding it is retried on another port."""
     try:
         import gradio  # noqa: F401
     except ImportError:
         _need("gradio", "pip install -e '.[demo]'")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "vision_tokenizers.demo", "--port", str(port), *args],
-                                cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+           **(env or {})}
+    for _ in range(PORT_ATTEMPTS):
+        started = _start_demo(args, log, env)
+        if started is not None:
+            break
+    else:
+        pytest.fail(f"demo: {PORT_ATTEMPTS} free ports were each taken before it bound them:\n{log.read_text()}")
+    proc, output, url = started
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"demo exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"demo did not answer on {url} within {SERVER_START_TIMEOUT_S} s:\n{log.read_text()}")
-            time.sleep(0.5)
+        with urllib.request.urlopen(url, timeout=60) as resp:  # it said it serves: the first request is answered
+            assert resp.status == 200, resp.status
         yield url, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        _stop(proc, output)
 
 
 @pytest.fixture

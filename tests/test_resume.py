@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from reports.plugin import Recorder
+from tests import interrupt_plugin
 from tests.helpers import REPO
 from tests.test_shards import bench_command, bench_env, dataset_folder, inception_home, report_json
 from vision_tokenizers import results as R
@@ -42,18 +43,18 @@ def setup(tmp_path_factory):
     return tmp, env, command
 
 
-def interrupt(command: list[str], env: dict, report_dir: Path, sig: int, after: int) -> subprocess.CompletedProcess:
-    """Start the run and send `sig` once `after` image records are on disk (mid-tokenizer: batches of 1)."""
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    records = report_dir / R.RECORDS_FILE
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and time.monotonic() < deadline:
-        if records.is_file() and records.read_bytes().count(b'"type":"image"') >= after:
-            proc.send_signal(sig)
-            break
-        time.sleep(0.01)
-    out, _ = proc.communicate(timeout=300)
-    return subprocess.CompletedProcess(command, proc.returncode, out, "")
+# The interrupted run starts with SIGINT ignored, as a job started with `&` by a non-interactive shell inherits it,
+# however this suite was started: the same path every time, and tests/interrupt_plugin.py must restore the default.
+SIGINT_IGNORED = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                  "os.execv(sys.argv[1], sys.argv[1:])"]
+
+
+def interrupt(command: list[str], env: dict, sig: signal.Signals, after: int) -> subprocess.CompletedProcess:
+    """Run the command with tests/interrupt_plugin.py, which makes the run send `sig` to itself right after the
+    `after`-th image record it writes (mid-tokenizer: batches of 1). No polling: the point is exact."""
+    return subprocess.run([*SIGINT_IGNORED, *command, "-p", "tests.interrupt_plugin"], cwd=REPO,
+                          env={**env, interrupt_plugin.ENV: f"{sig.name}:{after}"}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600)
 
 
 def assert_same_report(report_dir: Path, reference: Path) -> None:
@@ -69,18 +70,18 @@ def test_sigint_then_sigkill_then_rerun_computes_each_image_once_and_equals_an_u
     with a torn line left behind, then the same command to the end."""
     tmp, env, command = setup
     report = tmp / "interrupted"
-    stopped = interrupt(command(report), env, report, signal.SIGINT, after=2)
+    stopped = interrupt(command(report), env, signal.SIGINT, after=2)
     assert stopped.returncode == 2 and "KeyboardInterrupt" in stopped.stdout, stopped.stdout[-3000:]
     first = {r["image_id"] for r in image_records(report)}
-    assert 2 <= len(first) < N_IMAGES - 1, "interrupted mid-tokenizer"
+    assert len(first) == 2, "interrupted mid-tokenizer, right after the second image"
     summary = (report / "summary.md").read_text()
     assert INTERRUPTED_NOTE in summary and f"{len(first)} image reconstruction" in summary, "SIGINT wrote the report"
     assert report_json(report)["tokenizers"][TOKENIZER]["n_images"] == len(first)
 
-    killed = interrupt(command(report), env, report, signal.SIGKILL, after=len(first) + 1)
-    assert killed.returncode == -signal.SIGKILL
+    killed = interrupt(command(report), env, signal.SIGKILL, after=1)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
     done = {r["image_id"] for r in image_records(report)}
-    assert first < done and len(done) < N_IMAGES and len(image_records(report)) == len(done), \
+    assert first < done and len(done) == 3 and len(image_records(report)) == len(done), \
         "the second run computed only images the first had not"
     torn_line = b'{"type":"image","tokenizer":"magvit2_tiny","image_id":"torn","metr'
     with open(report / R.RECORDS_FILE, "ab") as f:  # what a kill during a write leaves behind
@@ -140,3 +141,11 @@ def test_a_torn_last_line_is_moved_aside_and_recorded(tmp_path: Path):
     assert problems == [] and (tmp_path / "records.jsonl.torn").read_bytes() == b'{"type":"ima\n'
     assert [r["type"] for r in records] == ["image", "run", "store"]
     assert records[-1]["event"] == "torn_line_dropped" and records[-1]["bytes"] == len(b'{"type":"ima')
+
+
+def test_the_interrupt_plugin_reads_a_signal_and_a_record_count():
+    assert interrupt_plugin.parse("SIGINT:2") == (signal.SIGINT, 2)
+    assert interrupt_plugin.parse("sigkill:1") == (signal.SIGKILL, 1)
+    for bad in ("SIGINT", "SIGNOPE:1", "SIGINT:0", "SIGINT:x", ""):
+        with pytest.raises(pytest.UsageError, match="expected SIGNAL:K"):
+            interrupt_plugin.parse(bad)
