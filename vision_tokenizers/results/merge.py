@@ -31,6 +31,7 @@ from vision_tokenizers.results.protocol import (
 )
 from vision_tokenizers.results.stats import load_statistics, reduce_statistics
 from vision_tokenizers.results.store import _merge_images, append_record, read_records_checked, record_files
+from vision_tokenizers.results.text import text_dataset_metrics
 
 COPIED = ("originals", "recon", "stats")
 PREFER = ("first", "last")
@@ -239,6 +240,7 @@ def merged_dataset_records(report_dir: Path, records: list[Mapping]) -> list[dic
         bpp = tok_rows[0]["metrics"].get("bpp")
         if bpp is not None:
             metrics = {"bpp": bpp, **metrics}
+        metrics.update(text_dataset_metrics(tok_rows, resolution))  # OCR text fidelity: means over every box
         kept = {k: v for k, v in source_meta.get(name, {}).items() if k == "settings" or (
             k.endswith(("_backend", "_mode")) and ("fid" in metrics or not k.startswith(("fid", "kid"))))}
         protocol = {r["protocol"] for r in tok_rows} - {None}

@@ -14,6 +14,7 @@ from vision_tokenizers.results.protocol import MixedProtocols
 from vision_tokenizers.results.sections import write_summary_csv
 from vision_tokenizers.results.store import read_records_checked, record_files
 from vision_tokenizers.results.tables import write_csv, write_json, write_markdown
+from vision_tokenizers.results.text import make_text_worst_grid, plot_text_ned
 
 
 def build_report(report_dir: str | os.PathLike, *, max_images: int = GRID_IMAGES, allow_mixed: bool = False,
@@ -55,6 +56,8 @@ def build_report(report_dir: str | os.PathLike, *, max_images: int = GRID_IMAGES
         keys = "_".join(sorted({key for _, key in sweep_series(report)}))
         attempt("sweep_png", plot_sweeps, report, report_dir / f"quality_vs_{keys}.png")
     attempt("position_entropy_png", plot_position_entropy, report, report_dir / "position_entropy.png")
+    attempt("text_ned_png", plot_text_ned, report, report_dir / "text_ned_vs_height.png")
+    attempt("text_worst", make_text_worst_grid, report, report_dir, report_dir / "grid_worst_text.png")
     attempt("grid", make_grid, report, report_dir, report_dir / "grid.png", max_images=max_images)
     for metric in WORST_METRICS:
         attempt(f"worst_{metric}", make_worst_grid, report, report_dir, report_dir / f"grid_worst_{metric}.png",

@@ -192,8 +192,8 @@ def _merge_images(records: list[Mapping]) -> dict[tuple[str, str], dict]:
         if cur is None:
             cur = out[key] = {"tokenizer": key[0], "image_id": key[1], "dataset": None, "resolution": None,
                               "metrics": {}, "recon": None, "original": None, "protocol": None, "config": None,
-                              "stats": None, "seq": {}}
-        for field in ("dataset", "resolution", "recon", "original", "protocol", "config", "stats"):
+                              "stats": None, "text": None, "seq": {}}
+        for field in ("dataset", "resolution", "recon", "original", "protocol", "config", "stats", "text"):
             if rec.get(field) is not None:
                 cur[field] = rec[field]
         for name, value in (rec.get("metrics") or {}).items():

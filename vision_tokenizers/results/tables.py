@@ -37,6 +37,7 @@ from vision_tokenizers.results.sections import (
     worst_case_lines,
 )
 from vision_tokenizers.results.store import _jsonable
+from vision_tokenizers.results.text import text_lines
 
 IMAGE_PROBLEMS = (BAD_INPUT, FAILED_IMAGE, FAILED_BATCH)
 
@@ -120,7 +121,8 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
     if "sweep_png" in files:
         L += ["Quality against the swept generation setting (one line per tokenizer):", "",
               f"![quality vs setting]({files['sweep_png'].name})", ""]
-    extra = sorted({m for t in toks.values() for m in t["metrics"]} - {*QUALITY, "bpp"})
+    extra = sorted(m for m in {m for t in toks.values() for m in t["metrics"]} - {*QUALITY, "bpp"}
+                   if not m.startswith("text_"))  # text fidelity has its own section (means over boxes)
     cols = [*QUALITY, *extra, "fid"] + (["kid"] if any("kid" in t["dataset_metrics"] for t in ran.values()) else [])
     head = [METRICS.get(m, (m,))[0] + (f" ({METRICS[m][1]})" if m in METRICS and METRICS[m][1] else "")
             + {1: " ↑", -1: " ↓"}.get(METRICS.get(m, ("", "", 0))[2], "") for m in cols]
@@ -206,6 +208,7 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
         L += ["", "Published timings had no warm-up or device sync (their std exceeds the mean); compare with care.",
               ""]
 
+    L += text_lines(report, files)
     L += token_analysis_lines(report, files)
     L += seed_spread_lines(report)
     grids = [(k, p) for k, p in files.items() if k.startswith("grid")]
