@@ -33,6 +33,7 @@ class BatchResult:
     # "fid_rec" Inception features, "ids" (discrete tokens), "aux_<name>" de-tokenizer codes; see `_statistics`
     statistics: dict[str, torch.Tensor] = field(default_factory=dict)
     codebooks: dict[str, int] = field(default_factory=dict)  # statistic name -> codebook size (ids only)
+    text: list[dict | None] | None = None  # per-image OCR details (text fidelity), when a text hook measured them
 
 
 @dataclass
@@ -68,6 +69,22 @@ def _statistics(spec, batch: BatchResult, aux: dict, features: tuple[torch.Tenso
             batch.statistics[f"aux_{name}"], batch.codebooks[f"aux_{name}"] = codes.detach().cpu(), size
 
 
+# (image id, uint8 original (3,H,W), uint8 reconstruction (3,H,W)) -> (per-image metrics, details) or None: a metric
+# measured image by image outside the batched ones (text fidelity: OCR of the image's annotated boxes).
+ImageHook = Callable[[str, torch.Tensor, torch.Tensor], "tuple[dict[str, float], dict] | None"]
+
+
+def _measure_text(batch: BatchResult, hook: ImageHook) -> None:
+    """Run `hook` on every image of a reconstructed batch: its metrics join the image's row, its details
+    `batch.text`."""
+    batch.text = []
+    for i, image_id in enumerate(batch.ids):
+        out = hook(image_id, batch.original[i], batch.reconstruction[i])
+        if out is not None:
+            batch.metrics[i].update(out[0])
+        batch.text.append(None if out is None else out[1])
+
+
 def bits_per_pixel(tokens: torch.Tensor, bits_per_token: float, height: int, width: int) -> float:
     """Storage of one image's tokens (tokens[0]) per input pixel."""
     return M.bits_per_pixel(tokens[0].numel(), bits_per_token, height, width)
@@ -76,7 +93,7 @@ def bits_per_pixel(tokens: torch.Tensor, bits_per_token: float, height: int, wid
 def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lpips: M.LPIPS | None = None,
              fid: M.FID | None = None, on_batch: Callable[[BatchResult], None] | None = None,
              run_seed: int = 0, on_failure: Callable[[Failure], None] | None = None,
-             reduce: bool = True) -> Evaluation:
+             reduce: bool = True, text: ImageHook | None = None) -> Evaluation:
     """Reconstruct every (ids, uint8 pixels) batch; per-image metrics, rFID and token statistics.
 
     A sampling de-tokenizer decodes each image with its own generator seeded from (run_seed, image id), so its
@@ -84,7 +101,8 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
     warning, `Evaluation.failed`) and the pass goes on with the next one; see `_reconstruct_or_report`. What
     `on_batch` already stored is kept. Exceptions outside the model (metrics, storage) propagate: they are bugs.
     `reduce=False` leaves the dataset metrics to the caller, who reduces the per-image `BatchResult.statistics`
-    (the benchmark does, so that resumed runs and merged shards give the same bits).
+    (the benchmark does, so that resumed runs and merged shards give the same bits). `text`: a per-image hook (text
+    fidelity) run on every reconstructed image before `on_batch`; see `ImageHook`.
     """
     spec = tokenizer.spec
     result = Evaluation(spec.name)
@@ -102,6 +120,8 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
 
     for ids, pixels_u8 in batches:
         for batch, aux in _reconstruct_or_report(tokenizer, ids, pixels_u8, lpips, run_seed, report):
+            if text is not None:
+                _measure_text(batch, text)
             if token_stats is not None:
                 token_stats.update(batch.tokens)
             for name, (codes, size) in aux.items() if reduce else ():

@@ -23,7 +23,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -153,15 +153,23 @@ def crop(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarra
 
 @dataclass
 class Annotations:
-    """Text boxes per image id (in the source image's pixels), the one-line problems of the file, and its identity."""
+    """Text boxes per image id (in the source image's pixels), the one-line problems of the file, its identity and
+    each annotated image's (width, height) as the benchmark sees it (EXIF orientation applied)."""
 
     boxes: dict[str, list[TextBox]]
     problems: list[str]
     sha256: str  # of the boxes kept, canonical JSON: a changed annotation changes the protocol
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         return sum(len(b) for b in self.boxes.values())
+
+    def at(self, resolution: int) -> dict[str, tuple[list[TextBox], int]]:
+        """Image id -> (its boxes mapped into the compared resolution x resolution image, how many the centre crop
+        cut). Images of unknown size (unreadable files, which the loader reports) are left out."""
+        return {image_id: map_boxes(boxes, *self.sizes[image_id], resolution)
+                for image_id, boxes in self.boxes.items() if image_id in self.sizes}
 
 
 def annotations_sha256(boxes: Mapping[str, Sequence[TextBox]]) -> str:
@@ -264,7 +272,9 @@ def read_annotations(folder: str | os.PathLike, paths: Sequence[Path], ids: Sequ
             files.setdefault(name, owners[0])
     wanted = set(files.values())
     sizes = {image_id: oriented_size(p) for p, image_id in zip(paths, ids, strict=True) if image_id in wanted}
-    return parse_annotations(data, files, sizes, source=str(path))
+    out = parse_annotations(data, files, sizes, source=str(path))
+    out.sizes = {image_id: size for image_id, size in sizes.items() if size is not None and image_id in out.boxes}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- recognizer
@@ -333,6 +343,14 @@ class TextFidelity:
         if key not in self._original_reads:
             self._original_reads[key] = self.recognizer.read(pixels)
         return self._original_reads[key]
+
+    def hook(self, boxes: Mapping[str, tuple[Sequence[TextBox], int]]):
+        """An `evaluate.ImageHook`: every image is measured with its (mapped boxes, cut count) from `boxes`
+        (`Annotations.at`); an image without boxes gets text_boxes 0 (so a resumed run knows it was measured)."""
+        def measure(image_id: str, original, reconstruction) -> tuple[dict[str, float], dict]:
+            kept, cut = boxes.get(image_id, ((), 0))
+            return self.measure(original, reconstruction, kept, cut)
+        return measure
 
     def measure(self, original: np.ndarray, reconstruction: np.ndarray, boxes: Sequence[TextBox],
                 cut: int = 0) -> tuple[dict[str, float], dict]:

@@ -6,14 +6,16 @@ bundled with scikit-image (the `samples` photos, centre-cropped to 512 px; black
 more with the photo under the word). Words come from the fixed list `WORDS`, shuffled per page (no word twice on a
 page) with `random.Random(seed).random()` only (the part of Python's generator that is guaranteed not to change).
 The annotations are generated with the pixels: a word's box spans its advance width (widened to any ink past it) by
-the font's line height (ascender to descender), so a box's height is exactly its row's height. Nothing is downloaded
-or written to disk.
+the font's line height (ascender to descender), so a box's height is exactly its row's height. Nothing is
+downloaded; `--dataset textsizes` saves the pages as PNG (lossless) in a temporary folder for the streaming image
+loader, and their annotations stay in memory.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vision_tokenizers.text_fidelity import TextBox, annotations_sha256
+from vision_tokenizers.text_fidelity import Annotations, TextBox, annotations_sha256
 
 NAME = "textsizes"
 SIZE = 512
@@ -131,6 +133,25 @@ def render_page(index: int) -> Page:
 @functools.lru_cache(maxsize=1)
 def pages() -> tuple[Page, ...]:
     return tuple(render_page(i) for i in range(len(BACKGROUNDS)))
+
+
+def annotations() -> Annotations:
+    """The pages' boxes as the benchmark's annotations (generated with the pixels, never read from a file)."""
+    rendered = pages()
+    boxes = {p.image_id: list(p.boxes) for p in rendered}
+    return Annotations(boxes, [], annotations_sha256(boxes), {p.image_id: p.image.size for p in rendered})
+
+
+def write_pages(folder: str | os.PathLike) -> list[Path]:
+    """Save every page as `<image id>.png` in `folder` (lossless: a loader decodes exactly these pixels)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for page in pages():
+        path = folder / f"{page.image_id}.png"
+        page.image.save(path)
+        out.append(path)
+    return out
 
 
 def dataset_sha256(rendered: tuple[Page, ...] | None = None) -> str:
