@@ -8,9 +8,9 @@ per-run JSONL sink and the session-end report.
   (e.g. the suite's own tests) leaves no directory behind.
 * Under pytest-xdist each worker appends to its own ``records.<workerid>.jsonl`` (the controller's file is
   ``records.jsonl``); only the controller builds the report, from every ``records*.jsonl``.
-* At session end the report is built with `vision_tokenizers.results.build_report` and one line
-  ``vtok report: <dir>/summary.md`` is printed. A failing report prints an error line and never changes the exit
-  status, which reflects the tests only.
+* At session end the report is built with `vision_tokenizers.results.build_report`; the terminal then shows its
+  quality table, one line per tokenizer that was not run (with the short fix) and ``vtok report: <dir>/summary.md``.
+  A failing report prints an error line and never changes the exit status, which reflects the tests only.
 """
 
 from __future__ import annotations
@@ -459,7 +459,27 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(f"vtok report: ERROR building the report in {state.report_dir}: {state.error}",
                                     red=True, bold=True)
     elif "markdown" in state.files:
+        _write_summary(terminalreporter, state.files.get("json"))
         terminalreporter.write_line(f"vtok report: {state.files['markdown']}", bold=True)
+
+
+def _write_summary(terminalreporter, report_json: Path | None) -> None:
+    """The quality table and the tokenizers not run, from the report just built (report.json: the numbers of
+    summary.md), so the result of the run is on the screen and not only in a file."""
+    import json
+
+    from vision_tokenizers.results.terminal import terminal_lines
+
+    try:
+        report = json.loads(Path(report_json).read_text(encoding="utf-8"))
+        lines = terminal_lines(report, width=max(terminalreporter.config.get_terminal_writer().fullwidth, 80))
+    except Exception as exc:  # noqa: BLE001 - the files are written; a summary that cannot be shown must not fail
+        terminalreporter.write_line(f"vtok report: could not summarise {report_json}: {type(exc).__name__}: {exc}",
+                                    yellow=True)
+        return
+    terminalreporter.write_sep("=", "vtok summary")
+    for line in lines:
+        terminalreporter.write_line(line, bold=line.startswith(("vtok:", "tokenizer ")))
 
 
 __all__ = ["Recorder", "point_latest", "record", "report_dir"]

@@ -20,7 +20,15 @@ DEFAULT_WEIGHTS_DIR = "model_weights"
 
 
 class WeightsUnavailable(RuntimeError):
-    """The files a tokenizer needs are neither local nor downloadable; the message is one line for the user."""
+    """The files a tokenizer needs are neither local nor downloadable; the message is one line for the user.
+
+    `short` says the same in a few words with the fix (`vtok download weights NAME`, or the file and its folder):
+    what the benchmark's terminal summary prints; the message itself goes into the report.
+    """
+
+    def __init__(self, message: str, short: str | None = None) -> None:
+        super().__init__(message)
+        self.short = short or message
 
 
 def default_weights_dir() -> Path:
@@ -201,5 +209,23 @@ def resolve_weights(spec: TokenizerSpec, weights_dir: str | Path | None = None,
                  if gated else "")
         raise WeightsUnavailable(
             f"weights for {spec.name} unavailable ({how}): put {put}; or point --weights-dir/VTOK_WEIGHTS at a "
-            f"folder holding {', '.join(f + '/' for f in folders)}{login}")
+            f"folder holding {', '.join(f + '/' for f in folders)}{login}",
+            short=_missing_short(spec.name, how, folders, weights_dir, gated))
     return found
+
+
+def _missing_short(name: str, how: str, folders: dict[str, list[WeightFile]], weights_dir: Path,
+                   gated: list[str]) -> str:
+    """'weights missing: run `vtok download weights NAME`, or put FILE in DIR/': the fix in one short line."""
+    missing = [wf for group in folders.values() for wf in group]
+    if len(missing) <= 3:
+        put = "; ".join(f"{', '.join(wf.filename for wf in group)} in {weights_dir / local}/"
+                        for local, group in folders.items())
+    else:
+        put = f"its {len(missing)} files in " + ", ".join(f"{weights_dir / local}/" for local in folders)
+    head = "weights missing" + ("" if how.startswith("offline") else f" ({how})")
+    if not any(wf.repo_id or wf.url for wf in missing):
+        return f"{head}: put {put}"
+    flag = "" if weights_dir == default_weights_dir() else f" --weights-dir {weights_dir}"
+    login = f"`huggingface-cli login` (gated: {', '.join(gated)}), then " if gated else ""
+    return f"{head}: run {login}`vtok download weights {name}{flag}`, or put {put}"

@@ -161,12 +161,30 @@ def _time_panel(ax, report: dict, labels: bool) -> None:
     _style(ax)
 
 
+def drawn_tokenizers(report: dict) -> tuple[dict, str | None]:
+    """The tokenizers summary.png draws (those that produced numbers: images, dataset metrics or timings) and one
+    footnote line naming the others (None when every tokenizer is drawn)."""
+    toks = report["tokenizers"]
+    drawn = {name: t for name, t in toks.items() if t["n_images"] or t["dataset_metrics"] or t["timing"]}
+    groups: dict[str, list[str]] = {}
+    for name, t in toks.items():
+        if name not in drawn:
+            why = "skipped" if t["status"] == "skipped" else "failed" if t.get("failed_images") else "no results"
+            groups.setdefault(why, []).append(name)
+    if not groups:
+        return drawn, None
+    return drawn, "Not shown, no numbers (reasons in summary.md): " + "; ".join(
+        f"{why} {', '.join(names)}" for why, names in groups.items()) + "."
+
+
 def plot_summary(report: dict, path: str | os.PathLike) -> Path:
-    """summary.png: PSNR / SSIM / LPIPS bars (± std, published markers), quality vs. bpp, rFID, timings."""
+    """summary.png: PSNR / SSIM / LPIPS bars (± std, published markers), quality vs. bpp, rFID, timings; only the
+    tokenizers that produced numbers, the others named in a footnote."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    toks = report["tokenizers"]
+    toks, not_shown = drawn_tokenizers(report)
+    report = {**report, "tokenizers": toks}
     names = list(toks)
     colors = _colors(names)
     height = 7.2 + 0.32 * max(len(names) - 4, 0) * 2
@@ -196,8 +214,8 @@ def plot_summary(report: dict, path: str | os.PathLike) -> Path:
     published = any(t["published"] for t in toks.values())
     fig.text(0.5, -0.005, "Bars: mean over images ± std"
              + ("; ◆ published numbers (ldj7672/Vision-Tokenizer-Analysis)" if published else "")
-             + ". Metrics on 8-bit images at each tokenizer's resolution; PSNR = mean of per-image PSNR.",
-             ha="center", va="top", fontsize=8.5, color="0.35")
+             + ". Metrics on 8-bit images at each tokenizer's resolution; PSNR = mean of per-image PSNR."
+             + (f"\n{not_shown}" if not_shown else ""), ha="center", va="top", fontsize=8.5, color="0.35")
     path = Path(path)
     fig.savefig(path, bbox_inches="tight", pad_inches=0.15, facecolor="white")
     return path
