@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,42 @@ def test_benchmark_json_has_encode_and_decode(taef2_run):
     assert "taef2_512" in json.dumps(timings) and "median" in json.dumps(timings)
 
 
+def test_terminal_shows_the_quality_table_and_each_missing_tokenizer_once(taef2_run):
+    """The README's first command must put the measured numbers on the screen (those of summary.md), one line per
+    tokenizer not run with its fix, then the report path; pytest's -ra folds a tokenizer's skipped tests into one."""
+    proc, report, _ = taef2_run
+    out = proc.stdout
+    lines = out.splitlines()
+    taef2 = json.loads((report / "report.json").read_text())["tokenizers"]["taef2_512"]
+    psnr, ssim = f"{taef2['metrics']['psnr']['mean']:.2f}", f"{taef2['metrics']['ssim']['mean']:.4f}"
+    md_row = next(line for line in (report / "summary.md").read_text().splitlines()
+                  if line.startswith("| `taef2_512` | 64 | 3 |"))  # the quality table's row
+    assert psnr in md_row and ssim in md_row
+    assert out.count("= vtok summary =") == 1
+    row = next(line for line in lines if line.startswith("taef2_512 "))
+    assert row.split()[1:4] == ["64", "3", psnr] and ssim in row
+    short = ("not run: magvit2_256: weights missing: run `vtok download weights magvit2_256 --weights-dir "
+             f"{shared_path('weights')}`, or put imagenet_256_L.ckpt in {shared_path('weights')}/magvit2/")
+    assert out.count(short) == 1
+    full = "weights for magvit2_256 unavailable (offline, not in the hub cache)"
+    assert out.count(full) == 1, "-ra must list the reason once, not once per test"
+    assert re.search(r"SKIPPED \[[2-9]\d*\] fixtures/tokenizers\.py:\d+: " + re.escape(full), out)  # all its tests
+    assert out.index(row) < out.index(short) < out.index(f"vtok report: {report}") < out.index("short test summary")
+
+
+def test_xdist_controller_prints_one_summary(tmp_path):
+    golden = shared_path("golden")
+    proc = run_bench("-n", "2", "--tokenizers", "magvit2_tiny,titok_tiny,magvit2_256", "--weights-dir", str(golden),
+                     "--offline", "--report-dir", str(tmp_path / "r"), "--benchmark-disable", "-m", "not speed")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.stdout.count("= vtok summary =") == 1 and proc.stdout.count("vtok report: ") == 1
+    lines = proc.stdout.splitlines()
+    assert {line.split()[0] for line in lines if line.startswith(("magvit2_tiny ", "titok_tiny "))} == {
+        "magvit2_tiny", "titok_tiny"}
+    assert proc.stdout.count("not run: magvit2_256: weights missing") == 1
+    assert proc.stdout.count("weights for magvit2_256 unavailable") == 1  # folded across both workers
+
+
 def test_tiny_golden_checkpoints_run_the_whole_benchmark(tmp_path):
     golden = shared_path("golden")
     proc = run_bench("--tokenizers", "tiny", "--weights-dir", str(golden), "--offline",
@@ -112,9 +149,11 @@ def test_rerun_into_the_same_report_dir_resumes(taef2_run):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--tokenizers", "nope_256"), "--tokenizers: unknown nope_256"),
+    (("--tokenizers", "nope_256"), "--tokenizers: unknown tokenizer nope_256"),
     (("--dataset", "/no/such/folder"), "--dataset /no/such/folder: not 'samples', 'coco' or an existing folder"),
     (("--thresholds", "/no/such/gates.yaml"), "--thresholds /no/such/gates.yaml: cannot read"),
+    (("--tokenizers", "magvit2_tiny,titok_tiny", "--resolution", "32"),  # not a failed batch per image
+     "--resolution 32 does not fit titok_tiny (fixed at 64 px); run it without --resolution"),
 ])
 def test_bad_options_are_one_usage_error(args, message):
     proc = run_bench(*args)

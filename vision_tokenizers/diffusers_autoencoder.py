@@ -158,6 +158,7 @@ def spec_from_config(name: str, config: dict[str, Any], resolution: int, weights
     config_file = next((w.filename for w in weights if w.filename.rsplit("/", 1)[-1] == CONFIG_NAME), CONFIG_NAME)
     facts = {"class_name": class_name, "config_file": config_file, "latent_channels": channels, "downsample": factor}
     extra.setdefault("description", describe(class_name, config))
+    extra.setdefault("resolution_step", factor)  # convolutional: --resolution may be any multiple of the factor
     if class_name == "VQModel":
         codebook = int(_value(class_name, config, "num_vq_embeddings"))
         return TokenizerSpec(name=name, family=FAMILY, resolution=resolution, kind="discrete", token_shape=(side, side),

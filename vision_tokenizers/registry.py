@@ -26,6 +26,8 @@ from vision_tokenizers.spec import TokenizerSpec
 from vision_tokenizers.weights import WeightsUnavailable, resolve_weights
 
 Builder = Callable[[TokenizerSpec, dict[str, Path], torch.device, torch.dtype], Any]
+# The released-size network with random weights from `spec.random_config`, no files: (spec, device, dtype).
+RandomBuilder = Callable[[TokenizerSpec, torch.device, torch.dtype], Any]
 # A scheme resolver: (typed name, resolution or None, weights_dir, offline) -> the spec that name stands for.
 SchemeResolver = Callable[..., TokenizerSpec]
 
@@ -51,9 +53,13 @@ class Registration:
     build: Builder | str
     origin: str
     code: dict[str, str] | None = None
+    build_random: RandomBuilder | str | None = None
 
     def builder(self) -> Builder:
         return _resolve_attr(self.build) if isinstance(self.build, str) else self.build
+
+    def random_builder(self) -> RandomBuilder | None:
+        return _resolve_attr(self.build_random) if isinstance(self.build_random, str) else self.build_random
 
 
 def _caller_code(depth: int) -> tuple[str, dict[str, str] | None]:
@@ -86,7 +92,7 @@ class Registry:
 
     # ------------------------------------------------------------------------------------------ writing
     def register(self, spec: TokenizerSpec, build: Builder | str, *, origin: str,
-                 code: dict[str, str] | None = None) -> TokenizerSpec:
+                 code: dict[str, str] | None = None, build_random: RandomBuilder | str | None = None) -> TokenizerSpec:
         if not isinstance(spec, TokenizerSpec):
             raise RegistrationError(f"register_tokenizer: expected a TokenizerSpec, got {type(spec).__name__}")
         if not (callable(build) or isinstance(build, str)):
@@ -100,7 +106,7 @@ class Registry:
                 return spec  # the same plug-in code seen twice (e.g. an entry point and --plugin): nothing changes
             raise RegistrationError(f"tokenizer {spec.name!r} is registered twice: by {old.origin} and by {origin}; "
                                     "rename one of them")
-        self._entries[spec.name] = Registration(spec, build, origin, code)
+        self._entries[spec.name] = Registration(spec, build, origin, code, build_random)
         return spec
 
     def register_scheme(self, prefix: str, resolve: str | SchemeResolver, build: Builder | str) -> None:
@@ -115,7 +121,8 @@ class Registry:
         builder = build if build is not None else (old.build if old else None)
         if builder is None:
             raise RegistrationError(f"replaced({spec.name!r}): a new name needs a builder")
-        self._entries[spec.name] = Registration(spec, builder, "test override", old.code if old else None)
+        self._entries[spec.name] = Registration(spec, builder, "test override", old.code if old else None,
+                                                old.build_random if old and build is None else None)
         try:
             yield spec
         finally:
@@ -178,6 +185,15 @@ class Registry:
         spec = resolve(name, resolution=resolution, weights_dir=weights_dir, offline=offline)
         return Registration(spec, build, f"{scheme}: name (config from {name.partition(':')[2]})")
 
+    def check(self, name: str, **resolve: Any) -> None:
+        """Resolve a scheme name now, without downloading, so that a wrong folder or a model class that is not an
+        image autoencoder is a usage error before anything runs (ValueError). Files not on this machine yet are
+        fetched, or skipped with their reason, when the tokenizer loads."""
+        if self.scheme_of(name) is None:
+            return
+        with contextlib.suppress(WeightsUnavailable):
+            self.get(name, **{**resolve, "offline": True})
+
     def get(self, name: str, **resolve: Any) -> TokenizerSpec:
         return self.entry(name, **resolve).spec
 
@@ -193,13 +209,16 @@ REGISTRY.register_scheme("diffusers", "vision_tokenizers.diffusers_autoencoder:s
                          "vision_tokenizers.diffusers_autoencoder:build")
 
 
-def register_tokenizer(spec: TokenizerSpec, build: Builder | str, *, origin: str | None = None) -> TokenizerSpec:
+def register_tokenizer(spec: TokenizerSpec, build: Builder | str, *, origin: str | None = None,
+                       build_random: RandomBuilder | str | None = None) -> TokenizerSpec:
     """Register a tokenizer: `spec` says what it is, `build(spec, files, device, dtype)` makes it (a callable, or
     ``"module:function"`` imported when it is first loaded). `files` maps each of the spec's `WeightFile` names to
     the local path it resolved to (weights folder, hub cache or download; sha256-checked), exactly as for the
-    built-in tokenizers. A name registered twice is an error naming both origins."""
+    built-in tokenizers. `build_random(spec, device, dtype)` (optional) makes the same network at its released size
+    with random weights from `spec.random_config` and no files (`load(..., random_weights=True)`: speed only). A name
+    registered twice is an error naming both origins."""
     where, code = _caller_code(1)
-    return REGISTRY.register(spec, build, origin=origin or where, code=code)
+    return REGISTRY.register(spec, build, origin=origin or where, code=code, build_random=build_random)
 
 
 def list_tokenizers(include_tiny: bool = False) -> list[str]:
@@ -213,28 +232,42 @@ def get_spec(name: str, **resolve: Any) -> TokenizerSpec:
 
 def load(name: str, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
          weights_dir: str | Path | None = None, offline: bool | None = None, *, preset: str | None = None,
-         settings: dict[str, Any] | None = None, resolution: int | None = None):
+         settings: dict[str, Any] | None = None, resolution: int | None = None, random_weights: bool = False):
     """Build tokenizer `name` with its weights (local folder, hub cache or download; sha256-checked).
 
     `preset` / `settings` choose generation settings of sampling de-tokenizers (defaults in the spec).
     `resolution` sizes a tokenizer whose spec comes from its name (``diffusers:...``; default 256).
     Raises `WeightsUnavailable` with a one-line message when the files cannot be had or are unusable (missing,
     truncated, wrong checksum, not matching the network). Any other exception is a bug and propagates as it is.
+    `random_weights`: the released-size network with seeded random weights, built from `spec.random_config` by the
+    registration's `build_random`; no file is read or downloaded (`RandomWeightsUnsupported`, a
+    `WeightsUnavailable`, where there is no such config). For timing only: its outputs mean nothing.
     """
     from vision_tokenizers.base import DTYPES
+    from vision_tokenizers.random_weights import unsupported
 
+    if random_weights and REGISTRY.scheme_of(name) is not None:  # its config is one of its files
+        raise unsupported(name)
     entry = REGISTRY.entry(name, resolution=resolution, weights_dir=weights_dir, offline=offline)
     spec = entry.spec
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     chosen = spec.resolved_settings(preset, settings)
-    files = resolve_weights(spec, weights_dir, offline)
-    try:
-        tokenizer = entry.builder()(spec, files, torch.device(device), dtype)
-    except CheckpointError as exc:
-        paths = ", ".join(str(p) for p in files.values())
-        raise WeightsUnavailable(
-            f"weights for {name} unreadable ({exc.one_line()}): {paths}; delete the file(s) to download them "
-            "again, or replace them with the released files") from exc
+    if random_weights:
+        build_random = entry.random_builder()
+        if build_random is None or spec.random_config is None:
+            raise unsupported(name)
+        files: dict[str, Path] = {}
+        tokenizer = build_random(spec, torch.device(device), dtype)
+    else:
+        files = resolve_weights(spec, weights_dir, offline)
+        try:
+            tokenizer = entry.builder()(spec, files, torch.device(device), dtype)
+        except CheckpointError as exc:
+            paths = ", ".join(str(p) for p in files.values())
+            raise WeightsUnavailable(
+                f"weights for {name} unreadable ({exc.one_line()}): {paths}; delete the file(s) to download them "
+                "again, or replace them with the released files") from exc
+    tokenizer.random_weights = random_weights
     tokenizer.settings = chosen
     tokenizer.weight_files = {k: str(v) for k, v in files.items()}
     tokenizer.code = dict(entry.code) if entry.code else None

@@ -47,6 +47,13 @@ class TokenizerSpec:
     settings: named generation settings with their defaults (steps, guidance, temperature, top_k...), recorded
         with every result; `presets` names alternative settings (e.g. "upstream").
     shared: names of sub-models that other specs may share (loaded once per run, keyed by their files).
+    resolution_step: the input sizes the architecture accepts besides `resolution`: any multiple of this step (a
+        convolutional autoencoder's spatial downsampling factor). None: the size is fixed (learned position
+        embeddings, a de-tokenizer that paints one size), and `--resolution` is refused for it.
+    random_config: the released network's configuration as data, for `load(name, random_weights=True)` (speed
+        without weights: the full-size network with random initialisation; no file is read). Where the release keeps
+        its configuration in a downloaded file (config.json), this is a static copy of it; `{}` when the spec alone
+        fixes the architecture. None: this tokenizer cannot be built at its released size without its files.
     """
 
     name: str
@@ -68,6 +75,19 @@ class TokenizerSpec:
     stochastic: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resolution_step: int | None = None
+    random_config: dict[str, Any] | None = None
+
+    def accepts_resolution(self, resolution: int) -> bool:
+        """Whether the architecture runs at `resolution`: its own, or any multiple of `resolution_step`."""
+        step = self.resolution_step
+        return resolution == self.resolution or (step is not None and resolution > 0 and resolution % step == 0)
+
+    @property
+    def resolutions_text(self) -> str:
+        """The sizes it accepts, in a few words: "fixed at 256 px" or "multiples of 16 px"."""
+        step = self.resolution_step
+        return f"fixed at {self.resolution} px" if step is None else f"multiples of {step} px"
 
     def resolved_settings(self, preset: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defaults, then a named preset, then explicit overrides; unknown names are an error, not ignored."""
