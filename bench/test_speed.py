@@ -27,10 +27,13 @@ def test_speed(benchmark, tokenizer, tokenizer_name, images, stage, request, rec
     fn = (lambda: tokenizer.encode(pixels)) if stage == "encode" else (lambda: tokenizer.decode(tokens))
     rounds = max(config.getoption("benchmark_min_rounds", 5), 3)
     benchmark.group = f"{stage} ({len(ids)} images/batch)"
-    benchmark.extra_info.update(tokenizer=tokenizer_name, stage=stage, batch_size=len(ids), device=str(device))
+    # --random-weights: the released-size network with random weights (speed only); said in every timing
+    random = {"random_weights": True} if getattr(tokenizer, "random_weights", False) else {}
+    benchmark.extra_info.update(tokenizer=tokenizer_name, stage=stage, batch_size=len(ids), device=str(device),
+                                **random)
     out = benchmark.pedantic(_synchronized(fn, device), rounds=rounds, warmup_rounds=1, iterations=1)
     assert out is not None and out.shape[0] == len(ids)
     if benchmark.stats is not None:  # None under --benchmark-disable
         stats = benchmark.stats.stats
         record.timing(tokenizer=tokenizer_name, stage=stage, batch_size=len(ids), median_s=stats.median,
-                      iqr_s=stats.iqr, rounds=stats.rounds, device=str(device))
+                      iqr_s=stats.iqr, rounds=stats.rounds, device=str(device), **random)

@@ -51,3 +51,14 @@ def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dty
     if ckpt is None:
         raise ValueError(f"{spec.name}: no .ckpt among the weight files {sorted(files)}")
     return Magvit2(spec, Magvit2Tokenizer.from_pretrained(ckpt, read_config(spec, files)), device, dtype)
+
+
+def build_random(spec: TokenizerSpec, device: torch.device, dtype: torch.dtype) -> Magvit2:
+    """The released network from the spec's copy of its config (upstream yaml layout), random weights."""
+    from tok.magvit2.checkpoint import check_config
+    from vision_tokenizers.random_weights import random_network
+
+    config = check_config(spec.random_config or {})
+    model = random_network(Magvit2Tokenizer, config["ddconfig"], n_embed=config["n_embed"],
+                           embed_dim=config["embed_dim"], device=device)
+    return Magvit2(spec, model, device, dtype)

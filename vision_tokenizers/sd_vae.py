@@ -52,3 +52,16 @@ def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dty
     folder = files["config.json"].parent  # a local folder or the hub snapshot: both files sit side by side
     vae = load_diffusers_model(AutoencoderKL, folder, torch_dtype=dtype)
     return SDVAE(spec, vae, device, dtype)
+
+
+def build_random(spec: TokenizerSpec, device: torch.device, dtype: torch.dtype) -> SDVAE:
+    """The released AutoencoderKL from the spec's copy of its config.json, random weights (speed only)."""
+    from diffusers import AutoencoderKL
+
+    from vision_tokenizers.random_weights import random_network
+
+    config = dict(spec.random_config or {})
+    if config.get("_class_name") != AutoencoderKL.__name__:
+        raise ValueError(f"{spec.name}: random_config describes {config.get('_class_name')!r}, not AutoencoderKL")
+    vae = random_network(AutoencoderKL.from_config, config, device=device)
+    return SDVAE(spec, torch.nn.Module.to(vae, dtype), device, dtype)  # cast as `load_diffusers_model` does

@@ -32,3 +32,12 @@ def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dty
     enc_file, dec_file = (files[f.filename] for f in spec.weights)
     return TinyAutoencoder(spec, TinyEncoder.from_pretrained(enc_file, channels, norm_branch),
                            TinyDecoder.from_pretrained(dec_file, channels, norm_branch), device, dtype)
+
+
+def build_random(spec: TokenizerSpec, device: torch.device, dtype: torch.dtype) -> TinyAutoencoder:
+    """The fixed architecture (latent channels from the spec), random weights (speed only)."""
+    from vision_tokenizers.random_weights import random_network
+
+    channels, norm_branch = spec.token_shape[0], spec.config.get("norm_branch", True)
+    return TinyAutoencoder(spec, random_network(TinyEncoder, channels, norm_branch, device=device),
+                           random_network(TinyDecoder, channels, norm_branch, device=device), device, dtype)

@@ -11,6 +11,7 @@ The encoder is a shared component: the three de-tokenizers of one run use one lo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,36 @@ def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dty
         ar = ARDTok.from_pretrained(_file(files, ".pth", "AR-DTok"))
         vq = VQModel.from_pretrained(_file(files, ".pt", "LlamaGen VQ"))
         tok = TATokARDTok(spec, encoder, ar, vq, device, dtype)
+    _check_spec(spec, tok)
+    return tok
+
+
+def build_random(spec: TokenizerSpec, device: torch.device, dtype: torch.dtype) -> TATokTokenizer:
+    """TA-Tok + AR-DTok + VQ-16 at their released sizes from `spec.random_config` (the constructor args the released
+    files carry: ``tatok`` = ``ta_tok.pth``'s ``model.args``, ``ar_dtok`` = the AR file's ``model`` name and args,
+    ``llamagen_vq`` = `VQConfig` fields), random weights (speed only). The diffusion de-tokenizers have no such
+    config here."""
+    from tok.ar_dtok import ARDTokConfig
+    from tok.llamagen_vq import VQConfig
+    from tok.tatok import TATokConfig, resolve_teacher_vision
+    from vision_tokenizers.random_weights import random_network, unsupported
+
+    config = spec.random_config or {}
+    if spec.config.get("detok", "ar") != "ar" or not {"tatok", "ar_dtok", "llamagen_vq"} <= set(config):
+        raise unsupported(spec.name)
+    args = config["tatok"]
+    vision = resolve_teacher_vision(None, args["teacher"], Path("/nonexistent"))  # the built-in teacher config
+    tatok_config = TATokConfig.from_args(args, vision, source=f"{spec.name} random_config")
+
+    def build_encoder() -> TATok:
+        return random_network(TATok, tatok_config, device=device).to(dtype=dtype)
+
+    # one random encoder per run, like the released one (the key is its config, as the file is for the real one)
+    encoder = shared_component(f"tatok-random:{json.dumps(args, sort_keys=True)}", [], device, dtype, build_encoder)
+    ar = random_network(ARDTok, ARDTokConfig.from_name(config["ar_dtok"]["name"], config["ar_dtok"]["args"]),
+                        device=device)
+    vq = random_network(VQModel, VQConfig(**config["llamagen_vq"]), device=device)
+    tok = TATokARDTok(spec, encoder, ar, vq, device, dtype)
     _check_spec(spec, tok)
     return tok
 

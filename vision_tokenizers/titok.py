@@ -54,3 +54,15 @@ def build(spec: TokenizerSpec, files: dict[str, Path], device: torch.device, dty
     model = TiTokModel.from_pretrained(files["config.json"], _weights_file(files), files.get(OVERRIDES_FILE))
     _check_spec(spec, model.config)
     return TiTok(spec, model, model.config, device, dtype)
+
+
+def build_random(spec: TokenizerSpec, device: torch.device, dtype: torch.dtype) -> TiTok:
+    """The released network from the spec's copy of its config.json (upstream's hard-coded values are
+    `TiTokConfig`'s defaults), random weights (speed only)."""
+    from vision_tokenizers.random_weights import random_network
+
+    cfg = TiTokConfig.from_dict(spec.random_config or {})
+    _check_spec(spec, cfg)
+    model = random_network(TiTokModel, cfg, device=device)
+    model.config = cfg
+    return TiTok(spec, model, cfg, device, dtype)

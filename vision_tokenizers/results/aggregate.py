@@ -190,7 +190,8 @@ def _aggregate_tokenizer(name: str, images: dict, dataset: dict | None, timings:
         median, iqr = float(t["median_s"]), float(t.get("iqr_s") or 0.0)
         timing[stage] = {"per_image_s": median / batch, "iqr_per_image_s": iqr / batch,
                          "images_per_s": batch / median if median > 0 else None, "batch_size": batch,
-                         "median_s": median, "iqr_s": iqr, "rounds": t.get("rounds"), "device": t.get("device")}
+                         "median_s": median, "iqr_s": iqr, "rounds": t.get("rounds"), "device": t.get("device"),
+                         "random_weights": bool(t.get("random_weights"))}
     resolutions = sorted({int(r["resolution"]) for r in rows if r.get("resolution") is not None})
     bpp = metrics.get("bpp", {}).get("mean")
     if bpp is None:

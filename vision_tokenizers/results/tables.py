@@ -175,7 +175,8 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
     for name, t in ran.items():
         enc, dec = t["timing"].get("encode"), t["timing"].get("decode")
         any_t = enc or dec
-        cells = [f"`{any_t['device']}`" if any_t and any_t.get("device") else "–",
+        cells = [(f"`{any_t['device']}`" if any_t and any_t.get("device") else "–")
+                 + (", random weights" if any(x and x.get("random_weights") for x in (enc, dec)) else ""),
                  "/".join(dict.fromkeys(str(x["batch_size"]) for x in (enc, dec) if x)) or "–"]
         for stage, x in (("encode", enc), ("decode", dec)):
             reason = t["missing"].get(stage)
@@ -185,6 +186,9 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
         cells.append("/".join(dict.fromkeys(str(x["rounds"]) for x in (enc, dec) if x and x.get("rounds"))) or "–")
         L.append(f"| `{name}` | " + " | ".join(cells) + " |")
     L += ["", *notes.flush(), "Per-image time: median ± IQR of one batch divided by the batch size.", ""]
+    if any(x.get("random_weights") for t in ran.values() for x in t["timing"].values()):
+        L += ["Random weights (`--random-weights`): the released-size networks built from their configurations with "
+              "random initialisation, timed without their weight files; speed only, their outputs mean nothing.", ""]
 
     published = {name: t for name, t in toks.items() if t["published"]}
     if published:
@@ -202,7 +206,8 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
                 delta = f" (Δ {ours - pub[m]:+.{METRICS[m][3]}f})" if ours is not None and m in pub else ""
                 cells.append(f"{ours_s} / {pub_s}{delta}")
             dec = t["timing"].get("decode")
-            cells.append(f"{fmt_time(dec['per_image_s']) if dec else '–'} / "
+            cells.append(f"{fmt_time(dec['per_image_s']) if dec else '–'}"
+                         f"{' (random weights)' if dec and dec.get('random_weights') else ''} / "
                          f"{fmt_time(pub['decode_s']) if 'decode_s' in pub else '–'}")
             L.append(f"| `{name}` | " + " | ".join(cells) + " |")
         L += ["", "Published timings had no warm-up or device sync (their std exceeds the mean); compare with care.",
