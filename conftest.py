@@ -41,7 +41,9 @@ def pytest_addoption(parser) -> None:
                          "own size against a crop of that size, instead of after the published LANCZOS downscale")
     group.addoption("--shard", default=None,
                     help="run shard i of N (1-based, e.g. 1/2): the files dealt by the sha256 of their id, whatever "
-                         "order they are listed in; `python -m reports merge DIR... --out OUT` combines the shards")
+                         "order they are listed in; `python -m reports merge DIR... --out OUT` combines the shards. "
+                         "auto: this Slurm array task's shard, else this torchrun rank's (under torchrun every rank "
+                         "takes shard RANK+1 of WORLD_SIZE by itself)")
     group.addoption("--seeds", type=int, default=1,
                     help="decodes per image for sampling de-tokenizers (run seeds seed..seed+K-1); the summary shows "
                          "the between-seed spread next to the between-image spread")

@@ -6,9 +6,20 @@ import math
 
 import pytest
 
+from reports.distributed import per_rank_reason
+
+
+@pytest.fixture
+def whole_dataset(request) -> None:
+    """Dataset metrics are checked on the whole dataset only: a torchrun rank holds one shard (rank 0's report has
+    them, reduced from every rank's per-image statistics)."""
+    reason = per_rank_reason(request.config)
+    if reason:
+        pytest.skip(reason)
+
 
 @pytest.mark.fid
-def test_rfid(evaluation):
+def test_rfid(whole_dataset, evaluation):
     if "fid" in evaluation.skipped:
         pytest.skip(evaluation.skipped["fid"])
     fid = evaluation.dataset_metrics["fid"]
@@ -17,7 +28,7 @@ def test_rfid(evaluation):
 
 
 @pytest.mark.fid
-def test_token_statistics(evaluation, tokenizer):
+def test_token_statistics(whole_dataset, evaluation, tokenizer):
     spec = tokenizer.spec
     if spec.kind != "discrete":
         pytest.skip(f"{spec.name} has continuous latents: no codebook to measure")

@@ -8,6 +8,9 @@ per-run JSONL sink and the session-end report.
   (e.g. the suite's own tests) leaves no directory behind.
 * Under pytest-xdist each worker appends to its own ``records.<workerid>.jsonl`` (the controller's file is
   ``records.jsonl``); only the controller builds the report, from every ``records*.jsonl``.
+* Under torchrun (`reports.distributed`) rank 0 chooses the directory and every rank appends to its own
+  ``records.rank<k>.jsonl`` there; after the ranks' final barrier rank 0 alone writes each tokenizer's dataset record,
+  reduced from the per-image statistics of all ranks, and builds the report.
 * At session end the report is built with `vision_tokenizers.results.build_report`; the terminal then shows its
   quality table, one line per tokenizer that was not run (with the short fix) and ``vtok report: <dir>/summary.md``.
   A failing report prints an error line and never changes the exit status, which reflects the tests only.
@@ -32,6 +35,10 @@ from typing import Any
 
 import pytest
 
+# the torchrun / --shard auto hooks come with the report plugin (imported lazily below, so that pytest registers it
+# first and its asserts are rewritten like any plug-in's)
+pytest_plugins = ["reports.distributed"]
+
 OPTIONS = ("tokenizers", "dataset", "num_images", "resolution", "device", "dtype", "batch_size", "weights_dir",
            "report_dir", "save_images", "thresholds", "offline")
 
@@ -44,6 +51,12 @@ def _option_names(config: pytest.Config) -> tuple[str, ...]:
     except Exception:  # noqa: BLE001 - private API; the fixed list is good enough
         names = ()
     return names or OPTIONS
+
+
+def _distributed():
+    from reports import distributed
+
+    return distributed
 
 
 def _results():
@@ -90,7 +103,7 @@ class Recorder:
     """
 
     def __init__(self, report_dir: Path, filename: str = "records.jsonl", run: Mapping | None = None,
-                 on_create=None) -> None:
+                 on_create=None, shard_of_ranks: bool = False) -> None:
         self.report_dir = Path(report_dir)
         self.path = self.report_dir / filename
         self._run = dict(run or {"type": "run"})
@@ -100,6 +113,9 @@ class Recorder:
         self.count = 0
         self.protocol_id: str | None = None  # set by `protocol`; referenced by every later result row
         self.configs: dict[str, str] = {}  # tokenizer -> config id of its `tokenizer` record
+        # a torchrun rank: its dataset numbers cover its shard only, kept as `rank_dataset` records (rank 0 writes the
+        # dataset records, reduced from every rank's per-image statistics)
+        self.shard_of_ranks = shard_of_ranks
 
     # -- plumbing
     def ensure(self) -> Path:
@@ -165,7 +181,8 @@ class Recorder:
         """Dataset-level metrics (fid, codebook_usage, unique_codes, entropy_bits, perplexity, bpp) and their
         meta (fid_backend, n, ...)."""
         metrics = {str(k): _number(v) for k, v in metrics.items() if v is not None}
-        return self(type="dataset", tokenizer=tokenizer, metrics=metrics, meta=dict(meta or {}), **extra)
+        kind = "rank_dataset" if self.shard_of_ranks else "dataset"
+        return self(type=kind, tokenizer=tokenizer, metrics=metrics, meta=dict(meta or {}), **extra)
 
     def timing(self, tokenizer: str, stage: str, batch_size: int, median_s: float, iqr_s: float, rounds: int,
                device: str, **extra: Any) -> dict:
@@ -254,7 +271,7 @@ class Recorder:
             return _results().completed_images(self.report_dir, tokenizer, metrics)
 
 
-ROW_TYPES = ("image", "dataset", "timing", "skip", "seed_image")
+ROW_TYPES = ("image", "dataset", "rank_dataset", "timing", "skip", "seed_image")
 
 
 def _drop_torn_tail(path: Path) -> int:
@@ -321,10 +338,21 @@ class _State:
     worker: str | None
     session: str
     started: str
+    rank: int | None = None  # torchrun rank; None outside torchrun
     recorder: Recorder | None = None
     files: dict[str, Path] = field(default_factory=dict)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def builds(self) -> bool:
+        """This process builds the report: not an xdist worker, and rank 0 under torchrun."""
+        return self.worker is None and not self.rank
+
+    @property
+    def filename(self) -> str:
+        rank = f"rank{self.rank}" if self.rank is not None else ""
+        return ".".join(part for part in ("records", rank, self.worker or "", "jsonl") if part)
 
 
 _STATE = pytest.StashKey[_State]()
@@ -358,7 +386,7 @@ def point_latest(report_dir: Path, link: Path) -> Path:
 
 
 def _update_latest(state: _State) -> None:
-    if not state.explicit and state.worker is None and state.report_dir.is_dir():
+    if not state.explicit and state.builds and state.report_dir.is_dir():
         try:
             point_latest(state.report_dir, state.report_dir.parent / "latest")
         except OSError as exc:
@@ -366,6 +394,7 @@ def _update_latest(state: _State) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    launch = _distributed().launch_of(config)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "vtok_report_dir" in workerinput:
         state = _State(Path(workerinput["vtok_report_dir"]), bool(workerinput["vtok_explicit"]),
@@ -379,6 +408,12 @@ def pytest_configure(config: pytest.Config) -> None:
             report_dir = _timestamp_dir(Path(config.rootpath) / "results")
         state = _State(report_dir, bool(option), None, uuid.uuid4().hex[:12],
                        _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
+        group = _distributed().group_of(config)
+        if group is not None:  # every rank writes into rank 0's directory, under rank 0's session
+            chosen = group.share((str(state.report_dir), state.explicit, state.session, state.started))
+            state = _State(Path(chosen[0]), chosen[1], None, chosen[2], chosen[3])
+    if launch is not None:
+        state.rank = launch.rank
     config.stash[_STATE] = state
 
 
@@ -398,8 +433,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
            "argv": [str(a) for a in config.invocation_params.args], "options": options}
     if state.worker:
         run["worker"] = state.worker
-    filename = f"records.{state.worker}.jsonl" if state.worker else "records.jsonl"
-    state.recorder = Recorder(state.report_dir, filename, run, on_create=lambda: _update_latest(state))
+    launch = _distributed().launch_of(config)
+    if launch is not None:
+        run.update(rank=launch.rank, world_size=launch.world_size)
+    state.recorder = Recorder(state.report_dir, state.filename, run, on_create=lambda: _update_latest(state),
+                              shard_of_ranks=launch is not None)
 
 
 @pytest.fixture(scope="session")
@@ -424,13 +462,55 @@ def _has_records(report_dir: Path) -> bool:
         return any(r.get("type") != "run" for r in results.read_records(report_dir))
 
 
+def _wait_for_ranks(session: pytest.Session, state: _State, exitstatus: int) -> None:
+    """torchrun: every rank waits for the others here; rank 0 names each rank that failed and fails with it."""
+    group = _distributed().group_of(session.config)
+    if group is None:
+        return
+    try:
+        statuses = group.finish(exitstatus)
+    except _distributed().RankFailure as exc:
+        failed = [str(exc)]
+    else:
+        failed = [f"rank {rank} of {len(statuses)} ended with exit status {status} (its own output above says why)"
+                  for rank, status in statuses.items() if status != 0 and rank != state.rank and state.builds]
+    for line in failed:
+        session.config.get_terminal_writer().line(f"vtok: {line}", red=True, bold=True)
+    if failed and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _merge_rank_datasets(state: _State) -> None:
+    """torchrun, rank 0 after the barrier: one dataset record per tokenizer the ranks measured, reduced from the
+    per-image statistics of every rank (as `python -m reports merge` does), never from the ranks' shard numbers."""
+    from vision_tokenizers.results.merge import merged_dataset_records
+
+    results = _results()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = results.read_records(state.report_dir)
+    shards = [{**r, "type": "dataset"} for r in records if r.get("type") == "rank_dataset"]
+    names = {str(r.get("tokenizer")) for r in shards}
+    if not names:
+        return
+    rows = [r for r in records if r.get("tokenizer") in names and r.get("type") in ("image", "seed_image")]
+    state.recorder.ensure()
+    for rec in merged_dataset_records(state.report_dir, rows + shards):
+        state.recorder._append(rec)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(_STATE, None)
-    if state is None or state.worker is not None:
+    if state is None:
+        return
+    _wait_for_ranks(session, state, int(exitstatus))
+    if not state.builds:
         return
     try:
         if not state.report_dir.is_dir() or not _has_records(state.report_dir):
             return
+        if state.rank is not None and state.recorder is not None:
+            _merge_rank_datasets(state)
         _update_latest(state)
         if exitstatus == pytest.ExitCode.INTERRUPTED and state.recorder is not None and state.recorder.started:
             # Ctrl-C: the report of what is done is still written, and says so; rerunning the command resumes
@@ -451,7 +531,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(_STATE, None)
-    if state is None or state.worker is not None:
+    if state is None or not state.builds:
         return
     for message in state.warnings:
         terminalreporter.write_line(f"vtok report: warning: {message}", yellow=True)
