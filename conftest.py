@@ -49,5 +49,9 @@ def pytest_addoption(parser) -> None:
                          "the between-seed spread next to the between-image spread")
     group.addoption("--bootstrap", type=int, default=1000,
                     help="bootstrap resamples (over images, seeded) for the 95%% confidence intervals; 0: none")
+    group.addoption("--random-weights", action="store_true", default=False,
+                    help="speed without weights: build each tokenizer at its released size with random weights (no "
+                         "file read or downloaded) and run the speed tests only; quality tests are deselected and "
+                         "timings are marked random_weights")
     group.addoption("--offline", action="store_true", default=False,
                     help="never download: weights must be in --weights-dir or the hub cache")

@@ -11,6 +11,7 @@ import contextlib
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,37 @@ from vision_tokenizers import metrics as M
 from vision_tokenizers.evaluate import PIXEL_METRICS, BatchResult, Evaluation, Failure, evaluate
 from vision_tokenizers.results import load_statistics, make_protocol, reduce_statistics
 from vision_tokenizers.weights import cached_sha256
+
+RANDOM_WEIGHTS = ("--random-weights: full-size networks with random weights are timed only; the quality tests are "
+                  "deselected and no quality number is computed")
+_DESELECTED = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--random-weights: of the benchmark's tests only the speed tests run (before -m, so the count is complete)."""
+    if not config.getoption("random_weights", False):
+        return
+    here = Path(__file__).parent
+    quality = [item for item in items if here in item.path.parents and item.get_closest_marker("speed") is None]
+    if quality:
+        config.hook.pytest_deselected(items=quality)
+        dropped = set(quality)
+        items[:] = [item for item in items if item not in dropped]
+    config.stash[_DESELECTED] = len(quality)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    """The one line saying why the quality tests did not run."""
+    count = config.stash.get(_DESELECTED, 0)
+    return f"vtok: {count} quality tests deselected ({RANDOM_WEIGHTS})" if count else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def random_weights_note(record, request) -> None:
+    """The same reason, once, in the report (its Skipped section)."""
+    if request.config.getoption("random_weights", False):
+        record.skip(tokenizer=None, what="quality", reason=RANDOM_WEIGHTS)
 
 
 def _metric_or_skip(factory, what: str, record, device, offline: bool):
@@ -31,12 +63,16 @@ def _metric_or_skip(factory, what: str, record, device, offline: bool):
 @pytest.fixture(scope="session")
 def lpips_metric(record, device, request):
     """(LPIPS or None, reason it is unavailable)."""
+    if request.config.getoption("random_weights", False):  # nothing to measure: no network loaded
+        return None, RANDOM_WEIGHTS
     return _metric_or_skip(M.LPIPS, "lpips", record, device, request.config.getoption("offline"))
 
 
 @pytest.fixture(scope="session")
 def fid_metric(record, device, request):
     """(FID or None, reason it is unavailable): one Inception network per session, reset for every tokenizer."""
+    if request.config.getoption("random_weights", False):
+        return None, RANDOM_WEIGHTS
     return _metric_or_skip(M.FID, "fid", record, device, request.config.getoption("offline"))
 
 
