@@ -130,10 +130,14 @@ def test_skipping_the_last_teacher_layer_equals_hidden_states_minus_2(model, io)
     assert torch.equal(ours, full[-2])
 
 
-def test_sdpa_encoder_is_bitwise_upstream(computed, io):
-    # transformers 5.24 with sdpa (what 4.50 picked by default) reproduces the teacher exactly.
-    assert torch.equal(computed["tatok.encoder_features"], io["tatok.encoder_features"])
-    assert torch.equal(computed["tatok.probs"], io["tatok.probs"])
+def test_sdpa_encoder_matches_upstream_to_kernel_noise(computed, io):
+    # transformers 5.x with sdpa (what 4.50 picked by default) reproduces the teacher up to fp32 kernel noise: bitwise
+    # on the CPU that recorded the goldens, <= 2.2e-6 on an AVX2-only CPU (oneDNN picks other kernels per ISA), so the
+    # bound is 10x tighter than the README's 1e-4 and still a real check of attention scale, masks and layer order.
+    kernel_noise = dict(atol=1e-5, rtol=0.0)
+    torch.testing.assert_close(computed["tatok.encoder_features"], io["tatok.encoder_features"], **kernel_noise)
+    torch.testing.assert_close(computed["tatok.probs"], io["tatok.probs"], **kernel_noise)
+    assert torch.equal(computed["tatok.indices"], io["tatok.indices"])
 
 
 def test_eager_attention_also_within_tolerance(ckpt_path, io):
