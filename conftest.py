@@ -13,9 +13,20 @@ def pytest_addoption(parser) -> None:
                     help="import a plug-in that registers tokenizers (repeatable; also env VTOK_PLUGINS and installed "
                          "entry points in group vtok.tokenizers)")
     group.addoption("--dataset", default="samples",
-                    help="samples (photos bundled with scikit-image) | coco (VTOK_COCO or data/coco/val2017) | PATH")
-    group.addoption("--num-images", type=int, default=None, help="use the first N images (sorted by name)")
-    group.addoption("--resolution", type=int, default=None, help="override every tokenizer's input resolution")
+                    help="samples (photos bundled with scikit-image) | coco (VTOK_COCO or data/coco/val2017) | "
+                         "imagenet (the ILSVRC2012 validation set: --dataset-dir or VTOK_IMAGENET) | PATH")
+    group.addoption("--dataset-dir", default=None,
+                    help="the folder of --dataset imagenet (50,000 ILSVRC2012_val_*.JPEG, flat or in synset folders; "
+                         "instead of VTOK_IMAGENET) or coco (instead of VTOK_COCO)")
+    group.addoption("--workers", type=int, default=None,
+                    help="DataLoader workers decoding and cropping images while the model runs (default: min(8, CPU "
+                         "count); 0: in the test process); results do not depend on it")
+    group.addoption("--num-images", type=int, default=None,
+                    help="use the first N images in the dataset's order (a folder: sorted by path; samples and coco: "
+                         "their listed order)")
+    group.addoption("--resolution", type=int, default=None,
+                    help="run at this size instead of each tokenizer's own, where the architecture allows (a "
+                         "tokenizer whose input size is fixed is refused up front)")
     group.addoption("--device", default="cpu", help="cpu | cuda | cuda:N")
     group.addoption("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
     group.addoption("--batch-size", type=int, default=4)
@@ -49,9 +60,9 @@ def pytest_addoption(parser) -> None:
                          "the between-seed spread next to the between-image spread")
     group.addoption("--bootstrap", type=int, default=1000,
                     help="bootstrap resamples (over images, seeded) for the 95%% confidence intervals; 0: none")
+    group.addoption("--offline", action="store_true", default=False,
+                    help="never download: weights must be in --weights-dir or the hub cache")
     group.addoption("--random-weights", action="store_true", default=False,
                     help="speed without weights: build each tokenizer at its released size with random weights (no "
                          "file read or downloaded) and run the speed tests only; quality tests are deselected and "
                          "timings are marked random_weights")
-    group.addoption("--offline", action="store_true", default=False,
-                    help="never download: weights must be in --weights-dir or the hub cache")

@@ -2,7 +2,8 @@
 
 Resuming is one query on the results store (`record.resumable`: the images already measured under this run's protocol
 and tokenizer config), file naming belongs to the recorder (`record.image(recon=..., original=...)`,
-`record.statistics(...)`), and dataset metrics are reduced from the stored per-image statistics (`_reduce`).
+`record.statistics(...)`), and dataset metrics are reduced from the stored per-image statistics (`_reduce`). Images
+are streamed from their files for every pass (`image_batches`): nothing holds the dataset.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def protocol(record, images, request, lpips_metric, fid_metric) -> str:
     config = request.config
     (lpips, _), (fid, _) = lpips_metric, fid_metric
     dataset = {"name": images.name, "files": images.num_files, "file_list_sha256": images.file_list_sha256,
-               "id_list_sha256": images.id_list_sha256}
+               "id_list_sha256": images.id_list_sha256, **images.protocol_fields}
     metrics = M.describe(lpips, fid, weights_sha256=cached_sha256)
     # --seeds K only adds decodes beside the main pass: its numbers do not depend on K, so K is not in the protocol
     generation = {k: config.getoption(k, None) for k in ("seed", "preset", "gen", "sweep", "native")}
@@ -122,19 +123,28 @@ def progress(request):
 
 
 @pytest.fixture(scope="session")
-def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric, fid_metric, progress) -> Evaluation:
-    """Reconstruct the whole dataset once per tokenizer; every image is recorded as soon as its batch is done."""
+def image_batches(images, workers, device, request):
+    """`image_batches(resolution, ids, on_bad=None)`: (ids, uint8 pixels) batches of `ids` (in dataset order),
+    streamed from the files by --workers DataLoader workers, pinned on CUDA; unreadable files go to `on_bad`."""
+    batch_size = request.config.getoption("batch_size")
+
+    def batches(resolution: int, ids: list[str], on_bad=None):
+        return images.batches(resolution, batch_size, ids=ids, workers=workers, pin_memory=device.type == "cuda",
+                              on_bad=on_bad)
+    return batches
+
+
+@pytest.fixture(scope="session")
+def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric, fid_metric, progress,
+               image_batches) -> Evaluation:
+    """Reconstruct the whole dataset once per tokenizer, streamed from the files; every image is recorded as soon as
+    its batch is done, every unreadable file as soon as it is met."""
     config = request.config
     resolution = config.getoption("resolution") or tokenizer.resolution
     save_limit = config.getoption("save_images")
     (lpips, lpips_reason), (fid, fid_reason) = lpips_metric, fid_metric
-    ids, _ = images.at_resolution(resolution)
-    for image_id, reason in images.bad.items():
-        warnings.warn(reason, UserWarning, stacklevel=1)  # one line per unreadable file; the run goes on
-        record.skip(tokenizer=tokenizer_name, what="image", reason=reason, image_id=image_id)
-    if not ids:
-        pytest.fail(f"no readable image in dataset {images.name}: {len(images.bad)} unreadable, "
-                    f"{len(images.paths)} files")
+    ids = images.ids  # from the paths: what is still to do is known before anything is decoded
+    unreadable: list[str] = []
     skipped = {k: v for k, v in (("lpips", lpips_reason), ("fid", fid_reason)) if v}
     spec = tokenizer.spec
     image_metrics = [*PIXEL_METRICS, "bpp"] + (["lpips"] if lpips else [])
@@ -167,6 +177,12 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
                              metrics=batch.metrics[i], **pictures, **extra)
             advance(len(batch.ids))
 
+        def bad(image_id: str, reason: str) -> None:  # a file that cannot be read: one line, the run goes on
+            warnings.warn(reason, UserWarning, stacklevel=1)
+            record.skip(tokenizer=tokenizer_name, what="image", reason=reason, image_id=image_id)
+            unreadable.append(image_id)
+            advance(1)
+
         def failed(failure: Failure) -> None:  # a failing model call: recorded with its reason, the run goes on
             if failure.kind == "batch":
                 record.skip(tokenizer=tokenizer_name, what="batch", reason=failure.reason, image_ids=failure.ids)
@@ -177,16 +193,19 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
             advance(len(failure.ids))
 
         if todo:
-            result = evaluate(tokenizer, _batches_of(images, resolution, todo, config.getoption("batch_size")),
-                              lpips=lpips, fid=fid, on_batch=store, run_seed=config.getoption("seed"),
-                              on_failure=failed, reduce=False)
+            result = evaluate(tokenizer, image_batches(resolution, todo, on_bad=bad), lpips=lpips, fid=fid,
+                              on_batch=store, run_seed=config.getoption("seed"), on_failure=failed, reduce=False)
+    if not done and len(unreadable) == len(ids):
+        pytest.fail(f"no readable image in dataset {images.name}: {len(unreadable)} unreadable, "
+                    f"{len(images.paths)} files")
     if todo and not result.per_image and not done:  # a bug that fails every batch must fail the run
         pytest.fail(f"{tokenizer_name}: every image failed: " + "; ".join(
             f"{image_id}: {reason}" for image_id, reason in result.failed.items()), pytrace=False)
     per_image = {**{i: dict(row["metrics"]) for i, row in done.items()}, **result.per_image}
     result.per_image = {i: per_image[i] for i in ids if i in per_image}
     if spec.stochastic and config.getoption("seeds") > 1:
-        _other_seeds(tokenizer, tokenizer_name, images, resolution, list(result.per_image), record, lpips, config)
+        _other_seeds(tokenizer, tokenizer_name, image_batches, resolution, list(result.per_image), record, lpips,
+                     config)
     result.skipped.update(skipped)
     _reduce(result, record.report_dir, {i: stats_paths[i] for i in result.per_image if i in stats_paths},
             resolution, fid)
@@ -196,11 +215,11 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
     return result
 
 
-def _other_seeds(tokenizer, name: str, images, resolution: int, ids: list[str], record, lpips, config) -> None:
+def _other_seeds(tokenizer, name: str, image_batches, resolution: int, ids: list[str], record, lpips, config) -> None:
     """--seeds K: decode every image again with run seeds seed+1 .. seed+K-1 (each image its own generator, as in
-    the main pass), recorded as ``seed_image`` rows: the summary puts the between-seed spread next to the
-    between-image spread; the tables keep the main pass's numbers. Resumes per (image, run seed)."""
-    first, batch_size = config.getoption("seed"), config.getoption("batch_size")
+    the main pass; its files streamed again), recorded as ``seed_image`` rows: the summary puts the between-seed
+    spread next to the between-image spread; the tables keep the main pass's numbers. Resumes per (image, run seed)."""
+    first = config.getoption("seed")
     for run_seed in range(first + 1, first + config.getoption("seeds")):
         todo = [i for i in ids if i not in record.seeded(name, run_seed)]
 
@@ -208,18 +227,8 @@ def _other_seeds(tokenizer, name: str, images, resolution: int, ids: list[str], 
             for image_id, metrics in zip(batch.ids, batch.metrics, strict=True):
                 record(type="seed_image", tokenizer=name, image_id=image_id, run_seed=run_seed, metrics=metrics)
         if todo:
-            evaluate(tokenizer, _batches_of(images, resolution, todo, batch_size), lpips=lpips, on_batch=store,
-                     run_seed=run_seed, reduce=False)
-
-
-def _batches_of(images, resolution: int, wanted: list[str], batch_size: int):
-    """(ids, uint8 pixels) batches of the `wanted` images only, in dataset order."""
-    all_ids, pixels = images.at_resolution(resolution)
-    keep = set(wanted)
-    index = [k for k, image_id in enumerate(all_ids) if image_id in keep]
-    for start in range(0, len(index), batch_size):
-        part = index[start:start + batch_size]
-        yield [all_ids[k] for k in part], pixels[part]
+            evaluate(tokenizer, image_batches(resolution, todo), lpips=lpips, on_batch=store, run_seed=run_seed,
+                     reduce=False)
 
 
 def _reduce(result: Evaluation, report_dir, stats_paths: dict[str, str], resolution: int, fid) -> None:

@@ -346,7 +346,7 @@ def test_files_sharing_a_stem_get_distinct_ids(tmp_path):
 
 def test_imageset_keeps_good_files_and_lists_every_bad_one(corpus):
     images = open_dataset(str(corpus))
-    ids, batch = images.at_resolution(32)
+    ids, batch = next(images.batches(32, len(images.paths)))
     by_name = ids_by_name(corpus)
     readable_as_root = {"unreadable.jpg"} if os.access(corpus / "unreadable.jpg", os.R_OK) else set()
     assert set(images.bad) == {by_name[n] for n in set(BAD) - readable_as_root}

@@ -79,7 +79,7 @@ def test_list_shows_every_tokenizer_with_its_weights():
 def test_run_writes_reconstructions_comparisons_metrics_and_tokens(tiny_run, photos):
     proc, out = tiny_run
     assert proc.returncode == 0, proc.stderr
-    ids = ["flickr", "sub__000000000785"]
+    ids = ["flickr", "000000000785"]  # the benchmark's ids: the file's stem, wherever it lies in the folder
     bad = [line for line in proc.stderr.splitlines() if "notes.jpg" in line]
     assert len(bad) == 1 and "cannot be decoded" in bad[0]  # reported once, in one line, then skipped
     assert "img/s" in proc.stderr  # the progress bar
@@ -208,5 +208,5 @@ def test_a_failing_model_is_reported_per_image_and_the_run_goes_on(photos, tmp_p
     assert "titok_tiny: failed on" in err and "planted failure inside the model" in err
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     failed = {r["image_id"] for r in records if r.get("what") == "image:failed" and r["tokenizer"] == "titok_tiny"}
-    assert failed == {"flickr", "sub__000000000785"}  # ids of files in sub-folders carry the folder
+    assert failed == {"flickr", "000000000785"}  # the benchmark's ids (a file in a sub-folder: its stem too)
     assert {r["image_id"] for r in records if r["type"] == "image" and r["tokenizer"] == "magvit2_tiny"} == failed

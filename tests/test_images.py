@@ -57,7 +57,8 @@ def test_imageset_skips_bad_files_and_keeps_the_rest(tmp_path):
         Image.new("RGB", (80, 60), (i * 40, 0, 0)).save(tmp_path / f"img{i}.png")
     (tmp_path / "zzz.jpg").write_bytes(b"\x00" * 10)
     images = open_dataset(str(tmp_path))
-    ids, pixels = images.at_resolution(32)
+    assert images.ids == ["img0", "img1", "img2", "zzz"]  # ids from the paths, before anything is decoded
+    (ids, pixels), = images.batches(32, 4)
     assert ids == ["img0", "img1", "img2"] and pixels.shape == (3, 3, 32, 32) and pixels.dtype == torch.uint8
     assert list(images.bad) == ["zzz"]
     batches = list(images.batches(32, 2))

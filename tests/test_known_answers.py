@@ -318,7 +318,7 @@ class Painter(BaseTokenizer):
 def test_compared_at_the_tokenizer_resolution_on_the_centre_crop():
     path = sorted(shared_path("images", "photos").glob("*.jpg"))[0]
     assert load_image(path).width != load_image(path).height  # a non-square photo
-    ids, pixels = ImageSet("one", [path]).at_resolution(64)
+    ids, pixels = next(ImageSet("one", [path]).batches(64, 1))
     crop = np.asarray(center_crop_resize(load_image(path), 64))
     assert pixels.shape == (1, 3, 64, 64) and torch.equal(pixels[0], nchw(crop)[0])
     seen: list[BatchResult] = []
@@ -376,7 +376,7 @@ def test_fid_of_identical_images_is_zero_and_carries_backend_and_mode(inception)
     statistics are equal bit for bit and rFID is 0; the protocol record carries the backend and the mode, the
     dataset meta n. (`FID.compute` is not called: its 2048x2048 eigendecomposition costs 3-15 s on this CPU.)"""
     paths = sorted(shared_path("images", "coco_val2017").glob("*.jpg"))[:2]
-    ids, pixels = ImageSet("two", paths).at_resolution(64)
+    ids, pixels = next(ImageSet("two", paths).batches(64, 2))
     fid = M.FID(weights_path=inception, min_samples_warning=None)
     seen: list[BatchResult] = []
     evaluate(Shift([0, 0], resolution=64), [(ids, pixels)], fid=fid, on_batch=seen.append, reduce=False)

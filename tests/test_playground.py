@@ -148,3 +148,24 @@ def test_sampling_detokenizer_is_reproducible_from_its_seed():
     tokens = playground.encode(photo)
     a, b = (playground.decode(tokens, generator=torch.Generator().manual_seed(7)) for _ in range(2))
     assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_measure_seeds_a_sampling_detokenizer_from_the_file_like_the_benchmark():
+    """`measure(path, seed=s)` is the benchmark's number for that file: the image's generator is seeded from (run
+    seed, file stem) as in bench/conftest.py's evaluation, not from a fixed id."""
+    shared_path("golden", "tatok_ardtok")
+    playground = TokenizerPlayground(weights_dir=shared_path("golden"), offline=True)
+    tokenizer = playground.load("tatok_ardtok_tiny")
+    photo = shared_path(*PHOTO)
+    images = ImageSet("one", [photo])
+    batches = []
+    evaluate(tokenizer, images.batches(tokenizer.resolution, 1), run_seed=3, on_batch=batches.append, reduce=False)
+    assert batches[0].ids == [photo.stem]
+    from_file = playground.measure(photo, lpips=False, seed=3)
+    assert np.array_equal(from_file.reconstruction, batches[0].reconstruction[0].permute(1, 2, 0).cpu().numpy())
+    assert from_file.metrics == pytest.approx(batches[0].metrics[0])
+    pixels = np.asarray(load_image(photo))  # no file name: seeded as "image" unless the benchmark's id is given
+    unnamed = playground.measure(pixels, lpips=False, seed=3)
+    named = playground.measure(pixels, lpips=False, seed=3, image_id=photo.stem)
+    assert not np.array_equal(unnamed.reconstruction, from_file.reconstruction)
+    assert np.array_equal(named.reconstruction, from_file.reconstruction)

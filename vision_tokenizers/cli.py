@@ -32,9 +32,14 @@ def _names(value: str, *, allow_all: bool = True) -> list[str]:
     if not allow_all and value.strip() in ("all", "tiny"):
         value = ""
     try:
-        return REGISTRY.select(value)
+        names = REGISTRY.select(value)
+        for name in names:
+            REGISTRY.check(name)
     except KeyError as exc:
         raise argparse.ArgumentTypeError(exc.args[0]) from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
 
 
 def add_plugin_option(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +68,12 @@ def _weights_dir(value: str | None) -> Path:
     from vision_tokenizers.weights import default_weights_dir
 
     return Path(value) if value else default_weights_dir()
+
+
+def _workers(value: str) -> int:
+    if not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 0 (decode in this process) or a number of workers")
+    return int(value)
 
 
 def _progress_disabled(mode: str) -> bool | None:
@@ -103,19 +114,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _inputs(path: Path) -> list[tuple[str, Path]]:
-    """(image id, file) for a file or every image file under a folder; ids are unique and filesystem-safe."""
+    """(image id, file) for a file or every image file under a folder (sorted by path), with the benchmark's ids
+    (`vision_tokenizers.datasets.unique_ids`: the file's stem, made unique), so that records of `vtok run` and of
+    `pytest bench --dataset FOLDER` name the same file alike."""
+    from vision_tokenizers.datasets import unique_ids
     from vision_tokenizers.images import list_images
 
     files = [path] if path.is_file() else list_images(path)
-    out, seen = [], set()
-    for file in files:
-        rel = file.relative_to(path) if path.is_dir() else Path(file.name)
-        image_id = rel.with_suffix("").as_posix().replace("/", "__")
-        if image_id in seen:
-            image_id = rel.as_posix().replace("/", "__").replace(".", "_")
-        seen.add(image_id)
-        out.append((image_id, file))
-    return out
+    return list(zip(unique_ids(files), files, strict=True))
 
 
 def _save_tokens(tokens, target: Path, fmt: str, meta: dict[str, str]) -> None:
@@ -139,12 +145,14 @@ class _Run:
     """The state of one `vtok run`: where files go, what was recorded, what failed."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        from vision_tokenizers.loader import default_workers
         from vision_tokenizers.results import RECORDS_FILE
 
         self.args = args
         self.out = Path(args.output)
         self.records = self.out / RECORDS_FILE
         self.bad: dict[str, str] = {}         # image id -> reason (reported once)
+        self.workers = default_workers() if args.workers is None else args.workers
         self.done: dict[str, dict[str, dict]] = {}  # image id -> tokenizer -> {metrics, resolution, ...}
         self.saved_originals: set[tuple[int, str]] = set()
         self.bar = None  # the current tokenizer's progress bar
@@ -165,33 +173,23 @@ class _Run:
         return rel
 
     def batches(self, items: list[tuple[str, Path]], resolution: int, size: int) -> Iterator:
-        """(ids, uint8 (B,3,R,R)) batches; unreadable files are reported (once) and left out."""
-        import numpy as np
+        """(ids, uint8 (B,3,R,R)) batches streamed by the benchmark's loader (`vision_tokenizers.loader`, --workers
+        DataLoader workers); unreadable files are reported (once) and left out."""
         import torch
         from tqdm.auto import tqdm
 
-        from vision_tokenizers.images import BadImage, load_image, prepare_image
+        from vision_tokenizers.loader import batches
 
-        ids, arrays = [], []
-        for image_id, path in items:
-            if image_id in self.bad:
-                continue
-            try:
-                image = load_image(path)
-            except BadImage as exc:
-                self.bad[image_id] = str(exc)
-                tqdm.write(f"skipped: {exc}", file=sys.stderr)  # one line, above any progress bar
-                self.record(type="skip", tokenizer=None, what="image", image_id=image_id, reason=str(exc))
-                if self.bar is not None:
-                    self.bar.update(1)
-                continue
-            ids.append(image_id)
-            arrays.append(np.asarray(prepare_image(image, resolution)))
-            if len(ids) == size:
-                yield ids, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-                ids, arrays = [], []
-        if ids:
-            yield ids, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        def bad(image_id: str, reason: str) -> None:
+            self.bad[image_id] = reason
+            tqdm.write(f"skipped: {reason}", file=sys.stderr)  # one line, above any progress bar
+            self.record(type="skip", tokenizer=None, what="image", image_id=image_id, reason=reason)
+            if self.bar is not None:
+                self.bar.update(1)
+
+        todo = [(image_id, path) for image_id, path in items if image_id not in self.bad]
+        return batches(todo, resolution, size, workers=self.workers,
+                       pin_memory=torch.device(self.args.device).type == "cuda", on_bad=bad)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -453,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--batch-size", type=int, default=4, help="images per encode/decode call (default 4)")
+    p.add_argument("--workers", type=_workers, default=None, metavar="N",
+                   help="DataLoader workers decoding and cropping images while the model runs (default: min(8, CPU "
+                        "count); 0: in this process); results do not depend on it")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (needs the AlexNet weights)")
     p.add_argument("--seed", type=int, default=0, help="run seed of sampling de-tokenizers; each image draws from "
                    "its own generator seeded from (seed, image id) (default 0)")

@@ -10,8 +10,9 @@
 
 Images go through the benchmark's own preprocessing (EXIF orientation, RGB, ADM centre crop at the tokenizer's
 resolution) and `measure` computes the benchmark's per-image metrics with `vision_tokenizers.evaluate.evaluate`, so
-a number seen here is the number the benchmark reports for that image. The CLI (`vtok`) and the Gradio demo are
-built on this class.
+a number seen here is the number the benchmark reports for that image (for sampling de-tokenizers: given the same run
+seed and image id, which `measure` takes from a path's file name as the benchmark does). The CLI (`vtok`) and the
+Gradio demo are built on this class.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import torch
 from PIL import Image, ImageOps
 
 from vision_tokenizers.base import DTYPES, to_uint8
+from vision_tokenizers.datasets import ImageSet
 from vision_tokenizers.images import load_image, prepare_image, to_rgb
+from vision_tokenizers.loader import crop_file
 from vision_tokenizers.plugins import discover
 from vision_tokenizers.registry import get_spec, load
 from vision_tokenizers.spec import TokenizerSpec
@@ -93,6 +96,17 @@ def as_images(image: ImageLike | list[ImageLike]) -> tuple[list[Image.Image], bo
         return [_array_to_pil(image)], True
     raise TypeError(f"unsupported image type {type(image).__name__}: pass a PIL image, a path, a numpy array or a "
                     "torch tensor (or a list of them)")
+
+
+def _crops(image: ImageLike | list[ImageLike], resolution: int) -> tuple[list[torch.Tensor], bool]:
+    """(uint8 (3,R,R) centre crops, single?) of any supported input: files through the benchmark's loader
+    (`crop_file`, what its DataLoader workers run), in-memory images through the same `prepare_image`."""
+    if isinstance(image, (list, tuple)):
+        return [crop for item in image for crop in _crops(item, resolution)[0]], False
+    if isinstance(image, (str, os.PathLike)):
+        return [crop_file(image, resolution)], True
+    images, single = as_images(image)
+    return [torch.from_numpy(np.array(prepare_image(im, resolution))).permute(2, 0, 1) for im in images], single
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -246,10 +260,8 @@ class TokenizerPlayground:
     # -- images
     def preprocess(self, image: ImageLike | list[ImageLike], name: str | None = None) -> tuple[torch.Tensor, bool]:
         """(uint8 (B,3,R,R) centre crops at the tokenizer's resolution, single?) for any supported input."""
-        resolution = get_spec(name or self._current_name()).resolution
-        images, single = as_images(image)
-        arrays = [np.asarray(prepare_image(im, resolution)) for im in images]
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), single
+        crops, single = _crops(image, get_spec(name or self._current_name()).resolution)
+        return torch.stack(crops), single
 
     def encode(self, image: ImageLike | list[ImageLike], name: str | None = None) -> torch.Tensor:
         """Tokens of one image (shape `info()["token_shape"]`), or of a list / batch of images (batch first).
@@ -288,22 +300,26 @@ class TokenizerPlayground:
                 self.lpips_reason = str(exc)
         return self._lpips
 
-    def measure(self, image: ImageLike, name: str | None = None, *, lpips: bool = True,
-                seed: int = 0) -> Reconstruction:
+    def measure(self, image: ImageLike, name: str | None = None, *, lpips: bool = True, seed: int = 0,
+                image_id: str | None = None) -> Reconstruction:
         """Reconstruct one image and compute the benchmark's per-image metrics, with encode/decode wall times.
 
-        A sampling de-tokenizer draws from a generator seeded from `seed` (the benchmark's run seed), so the same
-        image and seed give the same reconstruction."""
+        A sampling de-tokenizer draws from a generator seeded from (`seed`, image id), as in the benchmark: the id of
+        a path is the one the benchmark gives that file (its stem), so `measure(path, seed=s)` reproduces the number
+        `pytest bench --seed s` reports for it. Other inputs have no file name: pass `image_id` (the id the benchmark
+        used) to reproduce it; without one they are seeded as "image"."""
         from vision_tokenizers.evaluate import evaluate
 
         tokenizer = self.tokenizer(name)
         pixels, single = self.preprocess(image, tokenizer.spec.name)
         if not single and len(pixels) != 1:
             raise ValueError("measure() takes one image")
+        if image_id is None:
+            image_id = ImageSet.image_id(Path(image)) if isinstance(image, (str, os.PathLike)) else "image"
         timed = _Timed(tokenizer)
         captured = []
         lpips_metric = self.lpips() if lpips else None
-        evaluate(timed, [(["image"], pixels)], lpips=lpips_metric, on_batch=captured.append, run_seed=seed)
+        evaluate(timed, [([image_id], pixels)], lpips=lpips_metric, on_batch=captured.append, run_seed=seed)
         batch = captured[0]
         skipped = {"lpips": self.lpips_reason or "not requested"} if lpips_metric is None else {}
         return Reconstruction(

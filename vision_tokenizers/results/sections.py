@@ -48,9 +48,12 @@ def protocol_lines(report: dict) -> list[str]:
     for pid, p in protocols.items():
         data, num, gen = p.get("dataset") or {}, p.get("numerics") or {}, p.get("generation") or {}
         metrics, libs, images = p.get("metrics") or {}, p.get("libraries") or {}, p.get("images") or {}
+        # a part of a standard set (an incomplete ImageNet folder, --num-images) never passes for the whole of it
+        subset = f"; subset: {_md(str(data['subset']))}, not the standard {_md(str(data.get('standard')))}" \
+            if data.get("subset") else ""
         L += [f"Protocol `{pid}` (every CSV row names it):", "",
               f"- dataset `{data.get('name')}`: {data.get('files')} files, list sha256 "
-              f"`{str(data.get('file_list_sha256'))[:16]}…`",
+              f"`{str(data.get('file_list_sha256'))[:16]}…`" + subset,
               f"- images: {_md(images.get('crop', ''))}; {_md(images.get('rounding', ''))}",
               "- numerics: " + ", ".join(f"{k} {num[k]}" for k in (
                   "device", "gpu", "dtype", "tf32_matmul", "tf32_cudnn", "cudnn_deterministic", "cudnn_benchmark",
