@@ -4,6 +4,7 @@ shared components, settings, and reports that stand on their records."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import shutil
 import subprocess
 import sys
@@ -90,15 +91,23 @@ def test_shared_components_are_built_once_per_files_device_and_dtype(tmp_path):
     weights.write_bytes(b"x" * 10)
     built = []
 
+    class Component:
+        pass
+
     def build():
         built.append(1)
-        return object()
+        return Component()
 
     a = shared_component("encoder", [weights], "cpu", torch.float32, build)
     b = shared_component("encoder", [str(weights)], "cpu", torch.float32, build)
     c = shared_component("encoder", [weights], "cpu", torch.bfloat16, build)
     assert a is b and a is not c and len(built) == 2
-    assert component_key("encoder", [weights], "cpu", torch.float32) in loaded_components()
+    key = component_key("encoder", [weights], "cpu", torch.float32)
+    assert key in loaded_components()
+    del a, b
+    gc.collect()
+    assert key not in loaded_components(), "the last holder gone, the component is freed"
+    assert shared_component("encoder", [weights], "cpu", torch.float32, build) is not c and len(built) == 3
     release_components()
     assert loaded_components() == []
 
