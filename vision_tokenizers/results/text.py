@@ -68,7 +68,7 @@ def text_lines(report: dict, files: Mapping[str, Path] | None = None) -> list[st
     L = ["## Text fidelity (OCR)", "",
          "Every annotated text box is read by an OCR model from the 8-bit original and from the reconstruction "
          "(recognition only, on the box's pixels). **T-ACC**: share of boxes read exactly as annotated; **T-NED**: "
-         "1 − edit distance / longer length; whitespace removed, case kept (TokBench's raw match). **Originals** "
+         "1 − edit distance / longer length; whitespace removed, case ignored. **Originals** "
          "is the same OCR on the un-tokenized crops: the ceiling the model itself allows. Height: box height / side "
          "of the compared image, in TokBench's buckets for the resolution (its table leaves out boxes below the "
          "smallest edge; they are listed here apart). Numbers are % over boxes.", ""]
