@@ -249,10 +249,10 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
     result.skipped.update(skipped)
     _reduce(result, record.report_dir, {i: stats_paths[i] for i in result.per_image if i in stats_paths},
             resolution, fid)
-    if text is not None:  # means over every box of every image (resumed or new): the function merges use too
+    if text is not None:  # means over every box of every image (resumed or new), in image-id order as merges do
         result.text = {**{i: row["text"] for i, row in done.items() if row.get("text")}, **result.text}
-        result.dataset_metrics.update(text_dataset_metrics([{"text": result.text.get(i)} for i in result.per_image],
-                                                           resolution))
+        result.dataset_metrics.update(text_dataset_metrics(
+            [{"text": result.text.get(i)} for i in sorted(result.per_image)], resolution))
         result.dataset_meta["text_backend"] = text.recognizer.backend
     record.dataset(tokenizer=tokenizer_name, metrics=result.dataset_metrics,
                    meta={**result.dataset_meta, "n": len(result.per_image), "dataset": images.name,
