@@ -14,7 +14,9 @@ def pytest_addoption(parser) -> None:
                          "entry points in group vtok.tokenizers)")
     group.addoption("--dataset", default="samples",
                     help="samples (photos bundled with scikit-image) | coco (VTOK_COCO or data/coco/val2017) | "
-                         "imagenet (the ILSVRC2012 validation set: --dataset-dir or VTOK_IMAGENET) | PATH")
+                         "imagenet (the ILSVRC2012 validation set: --dataset-dir or VTOK_IMAGENET) | "
+                         "textsizes (built-in text pages with text boxes: T-ACC / T-NED) | "
+                         "PATH (an annotations.json beside the images adds text fidelity)")
     group.addoption("--dataset-dir", default=None,
                     help="the folder of --dataset imagenet (50,000 ILSVRC2012_val_*.JPEG, flat or in synset folders; "
                          "instead of VTOK_IMAGENET) or coco (instead of VTOK_COCO)")

@@ -19,6 +19,9 @@ import pytest
 from vision_tokenizers import metrics as M
 from vision_tokenizers.evaluate import PIXEL_METRICS, BatchResult, Evaluation, Failure, evaluate
 from vision_tokenizers.results import load_statistics, make_protocol, reduce_statistics
+from vision_tokenizers.results.aggregate import BAD_ANNOTATION
+from vision_tokenizers.results.text import text_dataset_metrics
+from vision_tokenizers.text_fidelity import ANNOTATIONS_FILE
 from vision_tokenizers.weights import cached_sha256
 
 RANDOM_WEIGHTS = ("--random-weights: full-size networks with random weights are timed only; the quality tests are "
@@ -77,14 +80,43 @@ def fid_metric(record, device, request):
     return _metric_or_skip(M.FID, "fid", record, device, request.config.getoption("offline"))
 
 
+@pytest.fixture(scope="session")
+def text_metric(record, images, request):
+    """(TextFidelity or None, why text fidelity is not measured). On for a dataset with annotations
+    (`annotations.json` beside the images, `--dataset textsizes`); each bad annotation entry is one skip line; without
+    the OCR package (vtok-bench[text]) the metric is a skip with the reason, like LPIPS without its weights."""
+    annotations = images.annotations
+    if annotations is None:
+        return None, (f"dataset {images.name} has no {ANNOTATIONS_FILE} beside its images: text fidelity needs text "
+                      "boxes (--dataset textsizes, or a folder with an annotations.json)")
+    if request.config.getoption("random_weights", False):
+        return None, RANDOM_WEIGHTS
+    for problem in annotations.problems:  # already warned when the dataset was opened; here for the report
+        record.skip(tokenizer=None, what=BAD_ANNOTATION, reason=problem)
+    if not annotations.count:
+        reason = (f"dataset {images.name}: no usable text box in its {ANNOTATIONS_FILE} for the images measured; "
+                  "fix the entries listed above")
+        record.skip(tokenizer=None, what="metric:text", reason=reason)
+        return None, reason
+    from vision_tokenizers.text_fidelity import TextFidelity
+
+    try:
+        return TextFidelity(), None
+    except M.MetricUnavailable as exc:
+        record.skip(tokenizer=None, what="metric:text", reason=str(exc))
+        return None, str(exc)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def protocol(record, images, request, lpips_metric, fid_metric) -> str:
+def protocol(record, images, request, lpips_metric, fid_metric, text_metric) -> str:
     """The run's protocol record, written once: every later row references its id (see results.protocol)."""
     config = request.config
-    (lpips, _), (fid, _) = lpips_metric, fid_metric
+    (lpips, _), (fid, _), (text, _) = lpips_metric, fid_metric, text_metric
     dataset = {"name": images.name, "files": images.num_files, "file_list_sha256": images.file_list_sha256,
                "id_list_sha256": images.id_list_sha256, **images.protocol_fields}
     metrics = M.describe(lpips, fid, weights_sha256=cached_sha256)
+    if images.annotations is not None:
+        metrics["text"] = text.recognizer.describe(weights_sha256=cached_sha256) if text else {"available": False}
     # --seeds K only adds decodes beside the main pass: its numbers do not depend on K, so K is not in the protocol
     generation = {k: config.getoption(k, None) for k in ("seed", "preset", "gen", "sweep", "native")}
     return record.protocol(make_protocol(dataset=dataset, metrics=metrics, device=config.getoption("device"),
@@ -135,19 +167,24 @@ def image_batches(images, workers, device, request):
 
 
 @pytest.fixture(scope="session")
-def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric, fid_metric, progress,
+def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric, fid_metric, text_metric, progress,
                image_batches) -> Evaluation:
     """Reconstruct the whole dataset once per tokenizer, streamed from the files; every image is recorded as soon as
-    its batch is done, every unreadable file as soon as it is met."""
+    its batch is done (with its OCR details when the dataset has text boxes), every unreadable file as soon as it is
+    met."""
     config = request.config
     resolution = config.getoption("resolution") or tokenizer.resolution
     save_limit = config.getoption("save_images")
-    (lpips, lpips_reason), (fid, fid_reason) = lpips_metric, fid_metric
+    (lpips, lpips_reason), (fid, fid_reason), (text, text_reason) = lpips_metric, fid_metric, text_metric
     ids = images.ids  # from the paths: what is still to do is known before anything is decoded
     unreadable: list[str] = []
     skipped = {k: v for k, v in (("lpips", lpips_reason), ("fid", fid_reason)) if v}
+    if images.annotations is not None and text_reason:
+        skipped["text"] = text_reason
     spec = tokenizer.spec
-    image_metrics = [*PIXEL_METRICS, "bpp"] + (["lpips"] if lpips else [])
+    image_metrics = [*PIXEL_METRICS, "bpp"] + (["lpips"] if lpips else []) + (["text_boxes"] if text else [])
+    # the boxes mapped through the same centre crop as the pixels; those it cuts are counted per image
+    text_hook = text.hook(images.annotations.at(resolution)) if text else None
     needed = ({"fid_ref", "fid_rec"} if fid else set()) | ({"ids"} if spec.kind == "discrete" and spec.codebook_size
                                                             else set())
     done = record.resumable(tokenizer_name, ids=ids, resolution=resolution, image_metrics=image_metrics, stats=needed)
@@ -170,6 +207,8 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
                     pictures = {"recon": batch.reconstruction[i], "original": batch.original[i]}
                     saved += 1
                 extra = {"seed": batch.seeds[i]} if batch.seeds is not None else {}
+                if batch.text is not None and batch.text[i] is not None:
+                    extra["text"] = batch.text[i]  # per-box reads: the report's table, plot and grid come from them
                 if batch.statistics:  # saved before the record that points at it
                     stats_paths[image_id] = extra["stats"] = record.statistics(
                         tokenizer_name, image_id, {k: v[i] for k, v in batch.statistics.items()}, batch.codebooks)
@@ -194,7 +233,8 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
 
         if todo:
             result = evaluate(tokenizer, image_batches(resolution, todo, on_bad=bad), lpips=lpips, fid=fid,
-                              on_batch=store, run_seed=config.getoption("seed"), on_failure=failed, reduce=False)
+                              on_batch=store, run_seed=config.getoption("seed"), on_failure=failed, reduce=False,
+                              text=text_hook)
     if not done and len(unreadable) == len(ids):
         pytest.fail(f"no readable image in dataset {images.name}: {len(unreadable)} unreadable, "
                     f"{len(images.paths)} files")
@@ -209,6 +249,11 @@ def evaluation(tokenizer, tokenizer_name, images, request, record, lpips_metric,
     result.skipped.update(skipped)
     _reduce(result, record.report_dir, {i: stats_paths[i] for i in result.per_image if i in stats_paths},
             resolution, fid)
+    if text is not None:  # means over every box of every image (resumed or new), in image-id order as merges do
+        result.text = {**{i: row["text"] for i, row in done.items() if row.get("text")}, **result.text}
+        result.dataset_metrics.update(text_dataset_metrics(
+            [{"text": result.text.get(i)} for i in sorted(result.per_image)], resolution))
+        result.dataset_meta["text_backend"] = text.recognizer.backend
     record.dataset(tokenizer=tokenizer_name, metrics=result.dataset_metrics,
                    meta={**result.dataset_meta, "n": len(result.per_image), "dataset": images.name,
                          "resolution": resolution, "settings": tokenizer.settings})

@@ -151,7 +151,7 @@ def test_rerun_into_the_same_report_dir_resumes(taef2_run):
 @pytest.mark.parametrize(("args", "message"), [
     (("--tokenizers", "nope_256"), "--tokenizers: unknown tokenizer nope_256"),
     (("--dataset", "/no/such/folder"),
-     "--dataset /no/such/folder: not 'samples', 'coco', 'imagenet' or an existing folder"),
+     "--dataset /no/such/folder: not 'samples', 'coco', 'imagenet', 'textsizes' or an existing folder"),
     (("--thresholds", "/no/such/gates.yaml"), "--thresholds /no/such/gates.yaml: cannot read"),
     (("--tokenizers", "magvit2_tiny,titok_tiny", "--resolution", "32"),  # not a failed batch per image
      "--resolution 32 does not fit titok_tiny (fixed at 64 px); run it without --resolution"),

@@ -1,6 +1,7 @@
 """Where benchmark images come from: bundled samples, a local COCO val2017 folder, the ILSVRC2012 validation set,
-or any folder. An `ImageSet` is a list of files with their ids; its pixels are streamed (`vision_tokenizers.loader`),
-never held."""
+the built-in text pages (`textsizes`), or any folder. An `ImageSet` is a list of files with their ids; its pixels are
+streamed (`vision_tokenizers.loader`), never held. A folder with an `annotations.json` beside its images carries text
+boxes (`ImageSet.annotations`), which turn the text fidelity metric on."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from vision_tokenizers import loader
 from vision_tokenizers.coco import coco_subset, ids_sha256, select
 from vision_tokenizers.images import list_images
+from vision_tokenizers.text_fidelity import Annotations, annotations_sha256, read_annotations
 
 # Real RGB photographs shipped inside scikit-image (no download needed).
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
@@ -24,6 +26,7 @@ DEFAULT_COCO_DIR = Path("data/coco/val2017")
 COCO_NAME = "coco_val2017"
 IMAGENET_NAME = "imagenet_val"
 IMAGENET_VAL_FILES = 50_000
+TEXTSIZES = "textsizes"  # the built-in text pages (vision_tokenizers.textsizes)
 IMAGENET_RESOLUTION = 256  # the published rFID protocol's crop (ADM centre crop, like every other dataset here)
 _IMAGENET_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
 
@@ -52,6 +55,10 @@ def resolve_dataset(dataset: str, dataset_dir: str | os.PathLike | None = None) 
         raise ValueError(f"--dataset-dir is the folder of --dataset coco or imagenet, not of --dataset {dataset}")
     if dataset == "samples":
         return "samples", sample_paths()
+    if dataset == TEXTSIZES:
+        from vision_tokenizers import textsizes
+
+        return TEXTSIZES, list_images(textsizes.cached_folder())
     if dataset == "imagenet":
         return IMAGENET_NAME, list_imagenet(imagenet_dir(dataset_dir))
     if dataset == "coco":
@@ -62,8 +69,8 @@ def resolve_dataset(dataset: str, dataset_dir: str | os.PathLike | None = None) 
         return COCO_NAME, [folder / entry.file_name for entry in coco_subset()]  # the list's order, not sorted
     folder = Path(dataset)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--dataset {dataset}: not 'samples', 'coco', 'imagenet' or an existing folder of "
-                                "images")
+        raise FileNotFoundError(f"--dataset {dataset}: not 'samples', 'coco', 'imagenet', 'textsizes' or an existing "
+                                "folder of images")
     paths = list_images(folder)
     if not paths:
         raise FileNotFoundError(f"--dataset {dataset}: no image files (.jpg/.png/...) in that folder")
@@ -105,6 +112,8 @@ class ImageSet:
     # The whole dataset's identity, before any shard: count and sha256 of its "<id>\t<size>" lines, in order.
     num_files: int = field(init=False, repr=False)
     file_list_sha256: str = field(init=False, repr=False)
+    # Text boxes per image id (annotations.json beside the images), or None: the text fidelity metric is off
+    annotations: Annotations | None = None
 
     def __post_init__(self) -> None:
         self.ids = unique_ids(self.paths)
@@ -168,7 +177,38 @@ def open_dataset(dataset: str, num_images: int | None = None, shard: tuple[int, 
     if dataset == "imagenet":
         return open_imagenet(num_images, shard, dataset_dir, warn)
     name, paths = resolve_dataset(dataset, dataset_dir)
-    return ImageSet(name, paths[:num_images] if num_images else paths, shard=shard)
+    selected = paths[:num_images] if num_images else paths
+    fields: dict[str, object] = {}
+    if name == TEXTSIZES:
+        from vision_tokenizers import textsizes
+
+        fields["textsizes_sha256"] = textsizes.dataset_sha256()
+    annotations = None
+    if dataset not in ("samples", "coco", "imagenet"):  # a folder (or textsizes' cached one): its annotations.json
+        annotations = dataset_annotations(paths[0].parent if name == TEXTSIZES else Path(dataset), paths,
+                                          len(selected), warn)
+    if annotations is not None:
+        fields["annotations"] = {"boxes": annotations.count, "images": len(annotations.boxes),
+                                 "sha256": annotations.sha256}
+    return ImageSet(name, selected, shard=shard, protocol_fields=fields, annotations=annotations)
+
+
+def dataset_annotations(folder: Path, paths: list[Path], keep: int,
+                        warn: Callable[[str], None] | None = None) -> Annotations | None:
+    """`folder/annotations.json` checked against every file of the folder (so an entry for a file beyond
+    --num-images is not called unknown), then restricted to the first `keep` files, the ones measured. Each bad
+    entry is one `warn` line; None when the folder has no annotations.json."""
+    ids = unique_ids(paths)
+    out = read_annotations(folder, paths, ids)
+    if out is None:
+        return None
+    for problem in out.problems:
+        if warn is not None:
+            warn(problem)
+    kept = set(ids[:keep])
+    boxes = {k: v for k, v in out.boxes.items() if k in kept}
+    return Annotations(boxes, out.problems, annotations_sha256(boxes),
+                       {k: v for k, v in out.sizes.items() if k in kept})
 
 
 def open_coco(num_images: int | None = None, shard: tuple[int, int] | None = None,

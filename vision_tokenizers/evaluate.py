@@ -44,6 +44,7 @@ class Evaluation:
     dataset_meta: dict[str, object] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> reason
     failed: dict[str, str] = field(default_factory=dict)  # image id -> why the model could not reconstruct it
+    text: dict[str, dict] = field(default_factory=dict)  # image id -> OCR details, when a text hook measured them
 
     def values(self, metric: str) -> list[float]:
         return [m[metric] for m in self.per_image.values() if metric in m]
@@ -122,6 +123,7 @@ def evaluate(tokenizer, batches: Iterable[tuple[list[str], torch.Tensor]], *, lp
         for batch, aux in _reconstruct_or_report(tokenizer, ids, pixels_u8, lpips, run_seed, report):
             if text is not None:
                 _measure_text(batch, text)
+                result.text.update((i, d) for i, d in zip(batch.ids, batch.text, strict=True) if d is not None)
             if token_stats is not None:
                 token_stats.update(batch.tokens)
             for name, (codes, size) in aux.items() if reduce else ():

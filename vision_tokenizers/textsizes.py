@@ -7,23 +7,26 @@ more with the photo under the word). Words come from the fixed list `WORDS`, shu
 page) with `random.Random(seed).random()` only (the part of Python's generator that is guaranteed not to change).
 The annotations are generated with the pixels: a word's box spans its advance width (widened to any ink past it) by
 the font's line height (ascender to descender), so a box's height is exactly its row's height. Nothing is
-downloaded; `--dataset textsizes` saves the pages as PNG (lossless) in a temporary folder for the streaming image
-loader, and their annotations stay in memory.
+downloaded. `--dataset textsizes` renders the pages once into a cache folder (`cached_folder`: PNG, lossless, beside
+their `annotations.json`) and is then an annotated folder like any other: streaming, resume and shards work unchanged.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vision_tokenizers.text_fidelity import Annotations, TextBox, annotations_sha256
+from vision_tokenizers.text_fidelity import ANNOTATIONS_FILE, Annotations, TextBox, annotations_sha256
 
 NAME = "textsizes"
 SIZE = 512
@@ -163,3 +166,53 @@ def dataset_sha256(rendered: tuple[Page, ...] | None = None) -> str:
         digest.update(f"{page.image_id}\t{pixels}\n".encode())
     digest.update(annotations_sha256({p.image_id: p.boxes for p in rendered}).encode())
     return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """$VTOK_CACHE, else ~/.cache/vtok (the folder weights.cached_sha256 uses too)."""
+    return Path(os.environ.get("VTOK_CACHE") or Path.home() / ".cache" / "vtok")
+
+
+def annotations_json(rendered: tuple[Page, ...] | None = None) -> dict[str, list[dict]]:
+    """The pages' boxes in the `annotations.json` format: {"<id>.png": [{"text", "box"}, ...]}."""
+    rendered = pages() if rendered is None else rendered
+    return {f"{p.image_id}.png": [{"text": b.text, "box": list(b.box)} for b in p.boxes] for p in rendered}
+
+
+def _folder_holds(folder: Path, rendered: tuple[Page, ...]) -> bool:
+    """Whether `folder` holds exactly these pages (decoded pixels) and their annotations."""
+    try:
+        if json.loads((folder / ANNOTATIONS_FILE).read_text(encoding="utf-8")) != annotations_json(rendered):
+            return False
+        for page in rendered:
+            with Image.open(folder / f"{page.image_id}.png") as im:
+                if not np.array_equal(np.asarray(im.convert("RGB")), np.asarray(page.image)):
+                    return False
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def cached_folder(root: str | os.PathLike | None = None) -> Path:
+    """`<root>/textsizes/<first 16 hex of dataset_sha256>/`: the pages as PNG and their annotations.json, rendered
+    here when missing or not these pixels, written to a temporary folder first and renamed into place (a killed or
+    concurrent run never leaves a half-written set that looks complete)."""
+    rendered = pages()
+    folder = Path(root or cache_root()) / NAME / dataset_sha256(rendered)[:16]
+    if _folder_holds(folder, rendered):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        write_pages(tmp)
+        (tmp / ANNOTATIONS_FILE).write_text(json.dumps(annotations_json(rendered), indent=1), encoding="utf-8")
+        if folder.exists():  # damaged: replaced whole
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process renamed its (identical) copy into place first
+            if not _folder_holds(folder, rendered):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -16,6 +16,7 @@ from vision_tokenizers.results.uncertainty import BOOTSTRAP_RESAMPLES, add_inter
 # Skip records about single images: an input file that could not be read (tokenizer None = every tokenizer), an image
 # whose reconstruction was not finite, a batch whose model call raised (`image_ids`).
 BAD_INPUT, FAILED_IMAGE, FAILED_BATCH = "image", "image:failed", "batch"
+BAD_ANNOTATION = "annotation"  # one bad entry of a dataset's annotations.json (text fidelity)
 
 
 def _recorded_after(images: dict, tokenizer: str, image_id: str, seq: int) -> bool:
@@ -102,7 +103,8 @@ def aggregate(records: Iterable[Mapping] | str | os.PathLike, *, bootstrap: int 
             skips.append((seq, rec))
     dedup: dict[tuple, tuple[int, Mapping]] = {}
     for seq, rec in skips:  # the same skip repeated by a rerun is listed once (its latest reason)
-        key = (rec.get("tokenizer"), rec.get("what"), rec.get("image_id"), tuple(map(str, rec.get("image_ids") or ())))
+        key = (rec.get("tokenizer"), rec.get("what"), rec.get("image_id"), tuple(map(str, rec.get("image_ids") or ())),
+               rec.get("reason") if rec.get("what") == BAD_ANNOTATION else None)  # each bad entry is its own line
         dedup[key] = (seq, rec)
     active = []
     for seq, rec in sorted(dedup.values(), key=lambda s: s[0]):

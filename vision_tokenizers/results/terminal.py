@@ -75,6 +75,7 @@ def terminal_lines(report: Mapping, width: int = 120) -> list[str]:
             if failed:
                 lines.append(f"{name}: {_plural(failed, 'image')} failed, left out of its numbers (listed in "
                              "summary.md)")
+        lines += text_terminal_lines(report)
     else:
         lines.append("vtok: no tokenizer produced numbers")
     for name, t in toks.items():
@@ -85,6 +86,29 @@ def terminal_lines(report: Mapping, width: int = 120) -> list[str]:
         elif t.get("failed_images"):
             lines.append(f"failed: {name}: every image failed (reasons in summary.md)")
     return lines
+
+
+def text_terminal_lines(report: Mapping) -> list[str]:
+    """Text fidelity per tokenizer and height bucket, as summary.md's table (% over boxes; the originals' reads are
+    the OCR ceiling); nothing when no tokenizer measured text."""
+    from vision_tokenizers.results.text import bucket_range, text_results
+    from vision_tokenizers.text_fidelity import buckets, summarize
+
+    rows = [["tokenizer", "res.", "text height", "boxes", "T-ACC", "T-NED", "originals T-ACC", "originals T-NED"]]
+    for name, t in text_results(report).items():
+        resolution = int(t["resolution"] or 512)
+        summary = summarize(t["boxes"], resolution)
+        for label, lo, hi in [*buckets(resolution), ("", 0.0, 0.0)]:
+            suffix = f"@{label}" if label else ""
+            n = int(summary.get(f"text_boxes{suffix}", 0))
+            if not n:
+                continue
+            cells = [f"{100 * summary[f'text_{k}{suffix}']:.1f}" for k in ("acc", "ned", "acc_original",
+                                                                          "ned_original")]
+            rows.append([name, str(resolution), bucket_range(lo, hi, resolution) if label else "all", str(n), *cells])
+    if len(rows) == 1:
+        return []
+    return ["vtok: text fidelity (OCR, % over boxes; originals: the recognizer's ceiling)", *_table(rows)]
 
 
 __all__ = ["terminal_lines"]

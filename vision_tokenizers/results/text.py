@@ -50,8 +50,8 @@ def _pct(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
 
 
-def _bucket_label(label: str, lo: float, hi: float, resolution: int) -> str:
-    """'0.01-0.02 (5-10 px)': the bucket and what it means in pixels of the compared image."""
+def bucket_range(lo: float, hi: float, resolution: int) -> str:
+    """'0.01–0.02 (5.12–10.2 px)': a height bucket and what it means in pixels of the compared image."""
     if math.isinf(hi):
         return f"≥ {lo:g} (≥ {lo * resolution:.3g} px)"
     if lo == 0:
@@ -68,7 +68,7 @@ def text_lines(report: dict, files: Mapping[str, Path] | None = None) -> list[st
     L = ["## Text fidelity (OCR)", "",
          "Every annotated text box is read by an OCR model from the 8-bit original and from the reconstruction "
          "(recognition only, on the box's pixels). **T-ACC**: share of boxes read exactly as annotated; **T-NED**: "
-         "1 − edit distance / longer length; whitespace removed, case kept (TokBench's raw match). **Originals** "
+         "1 − edit distance / longer length; whitespace removed, case ignored. **Originals** "
          "is the same OCR on the un-tokenized crops: the ceiling the model itself allows. Height: box height / side "
          "of the compared image, in TokBench's buckets for the resolution (its table leaves out boxes below the "
          "smallest edge; they are listed here apart). Numbers are % over boxes.", ""]
@@ -86,7 +86,7 @@ def text_lines(report: dict, files: Mapping[str, Path] | None = None) -> list[st
             if not n:
                 continue
             cells = [_pct(summary.get(f"text_{k}@{label}")) for k in ("acc", "ned", "acc_original", "ned_original")]
-            L.append(f"| `{name}` | {resolution} | {_bucket_label(label, lo, hi, resolution)} | {n} | "
+            L.append(f"| `{name}` | {resolution} | {bucket_range(lo, hi, resolution)} | {n} | "
                      + " | ".join(cells) + " |")
         cells = [_pct(summary.get(f"text_{k}")) for k in ("acc", "ned", "acc_original", "ned_original")]
         L.append(f"| `{name}` | {resolution} | **all** | {int(summary['text_boxes'])} | "
