@@ -46,14 +46,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], int], repeats: int) -> tuple[int, float]:
-    """(images, best seconds of `repeats` runs): the best run is the one least disturbed by other work on the host."""
-    best, count = float("inf"), 0
+def _best_of(runs: list[Callable[[], int]], repeats: int) -> list[tuple[int, float]]:
+    """(images, best seconds) of each run, timed round-robin `repeats` times (A B C, A B C, ...): the best pass is
+    the one least disturbed by other work on the host, and a burst of load hits every run alike, not one of them."""
+    best = [(0, float("inf"))] * len(runs)
     for _ in range(repeats):
-        started = time.perf_counter()
-        count = fn()
-        best = min(best, time.perf_counter() - started)
-    return count, best
+        for k, run in enumerate(runs):
+            started = time.perf_counter()
+            count = run()
+            best[k] = (count, min(best[k][1], time.perf_counter() - started))
+    return best
 
 
 # --------------------------------------------------------------------------------------------------- data pipeline
@@ -73,14 +75,16 @@ def pipeline(section: Section, items: Items, resolution: int, batch_size: int, r
     for _, path in items:  # the files in the page cache first, so that no count pays for the disk alone
         path.read_bytes()
 
-    for workers, label in worker_counts():
-        def run(workers: int = workers) -> int:
-            return sum(len(ids) for ids, _ in loader.batches(items, resolution, batch_size, workers=workers))
-        count, seconds = _timed(run, repeats)
+    counts = worker_counts()
+
+    def run(workers: int) -> Callable[[], int]:
+        return lambda: sum(len(ids) for ids, _ in loader.batches(items, resolution, batch_size, workers=workers))
+    for (workers, label), (count, seconds) in zip(counts, _best_of([run(w) for w, _ in counts], repeats),
+                                                  strict=True):
         section.rows.append({"workers": workers, "label": label, "images": count, "seconds": seconds,
                              "img_per_s": count / seconds})
-    section.notes.append(f"{len(items)} JPEGs cropped to {resolution} px, batches of {batch_size}; best of {repeats}; "
-                         "worker start-up included (one pass of a dataset pays it once)")
+    section.notes.append(f"{len(items)} JPEGs cropped to {resolution} px, batches of {batch_size}; best of {repeats} "
+                         "round-robin passes; worker start-up included (one pass of a dataset pays it once)")
 
 
 # --------------------------------------------------------------------------------------------- harness vs bare loop
@@ -124,16 +128,14 @@ def harness(section: Section, tokenizer, items: Items, resolution: int, batch_si
     which = "all metrics" if lpips is not None or fid is not None else "pixel metrics"
     paths.append((f"files -> {workers} DataLoader workers -> evaluate, {which}",
                   harnessed(lambda: loader.batches(items, resolution, batch_size, workers=workers), True)))
-    bare_rate = None
-    for name, fn in paths:
-        count, seconds = _timed(fn, repeats)
-        rate = count / seconds
-        bare_rate = bare_rate or rate
-        section.rows.append({"path": name, "images": count, "seconds": seconds, "img_per_s": rate,
-                             "ratio_to_bare": rate / bare_rate})
+    timed = _best_of([fn for _, fn in paths], repeats)
+    bare_rate = timed[0][0] / timed[0][1]
+    for (name, _), (count, seconds) in zip(paths, timed, strict=True):
+        section.rows.append({"path": name, "images": count, "seconds": seconds, "img_per_s": count / seconds,
+                             "ratio_to_bare": count / seconds / bare_rate})
     section.notes += [f"tokenizer {tokenizer.spec.name} at {resolution} px ({getattr(tokenizer, 'weights_note', '')}),"
-                      f" {tokenizer.device}, batches of {batch_size}, {len(items)} images, best of {repeats}; "
-                      "warm-up excluded",
+                      f" {tokenizer.device}, batches of {batch_size}, {len(items)} images, best of {repeats} "
+                      "round-robin passes; warm-up excluded",
                       f"metrics: {metrics_note}"]
 
 
@@ -185,7 +187,7 @@ def random_weights(section: Section, names: list[str], common: list[str], images
         try:
             out = child(["speed", "--tokenizer", name, "--images", str(images), *common], timeout)
         except subprocess.TimeoutExpired:
-            why = f"over {timeout:.0f} s on this machine (load, warm-up and {images} image(s))"
+            why = f"over {timeout:.0f} s on this machine (building and running it)"
             section.rows.append({"tokenizer": name, "status": "skipped", "reason": why})
             continue
         except RuntimeError as exc:
