@@ -413,6 +413,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
     from vision_tokenizers.perf import SECTIONS, PerfOptions, format_table, run_perf, write_json
 
     preset = QUICK if args.quick else FULL
+    if args.plugin:  # the measuring child processes load the same plug-ins
+        from vision_tokenizers.plugins import ENV_VAR
+
+        os.environ[ENV_VAR] = ",".join([*filter(None, os.environ.get(ENV_VAR, "").split(",")), *args.plugin])
     pick = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in preset.items()}
     if args.dataset is not None and not Path(args.dataset).is_dir():
         print(f"vtok perf: error: --dataset {args.dataset}: not a folder", file=sys.stderr)

@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args(argv)
+    from vision_tokenizers.plugins import discover
+
+    discover()  # plug-in tokenizers: entry points and VTOK_PLUGINS (which `vtok perf --plugin` extends)
     out = run_rss(args) if args.what == "rss" else run_speed(args)
     print(json.dumps(out))
     return 0
