@@ -92,3 +92,46 @@ def test_truncated_config_json_is_an_unusable_weights_skip(tmp_path, config):
     with pytest.raises(vt.WeightsUnavailable) as info:
         vt.load(name, weights_dir=tmp_path, offline=True)
     assert "\n" not in str(info.value) and "config.json" in str(info.value)
+
+
+def _hash_then_wait(path: str, cache: str, barrier) -> None:
+    """A process hashing `path` into the shared cache; every process reaches the barrier after it has looked the
+    key up and hashed, before it writes: the interleaving that lost entries in a read-modify-write, every time."""
+    import os
+    import sys
+
+    from vision_tokenizers import weights
+
+    os.environ["VTOK_CACHE"] = cache
+    real = weights.sha256_of
+
+    def hashed(p, *args, **kwargs):
+        digest = real(p, *args, **kwargs)
+        barrier.wait(timeout=120)
+        return digest
+    weights.sha256_of = hashed
+    sys.exit(0 if weights.cached_sha256(path) == real(path) else 1)
+
+
+def test_cached_sha256_keeps_every_entry_of_concurrent_processes(tmp_path):
+    import json
+    import multiprocessing
+
+    files = []
+    for k in range(4):
+        files.append(tmp_path / f"w{k}.bin")
+        files[-1].write_bytes(bytes([k]) * (1000 + k))
+    cache = tmp_path / "cache"
+    ctx = multiprocessing.get_context("fork")  # children only hash: no torch threads involved
+    barrier = ctx.Barrier(len(files))
+    procs = [ctx.Process(target=_hash_then_wait, args=(str(f), str(cache), barrier)) for f in files]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+    assert [p.exitcode for p in procs] == [0] * len(files)
+    stored = json.loads((cache / "sha256.json").read_text())
+    assert len(stored) == len(files)
+    for f in files:
+        key = next(k for k in stored if k.startswith(f"{f.resolve()}|"))
+        assert stored[key] == sha256_of(f)

@@ -5,6 +5,7 @@
     vtok download weights all
     vtok download coco --num-images 1000
     vtok report results/latest
+    vtok perf --json perf.json
 
 Also `python -m vision_tokenizers ...`. Exit status: 0 when something was done, 1 when nothing could be done (every
 tokenizer or image unavailable), 2 for a usage error.
@@ -392,6 +393,119 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# vtok perf
+
+QUICK = {"pipeline_images": 16, "harness_images": 8, "repeats": 1, "rss_counts": "8,24", "speed_timeout_s": 60.0}
+FULL = {"pipeline_images": 256, "harness_images": 32, "repeats": 2, "rss_counts": "400,1600", "speed_timeout_s": 180.0}
+
+
+def _counts(value: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected image counts such as 400,1600")
+    return counts
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from vision_tokenizers.perf import SECTIONS, PerfOptions, format_table, run_perf, write_json
+
+    preset = QUICK if args.quick else FULL
+    if args.plugin:  # the measuring child processes load the same plug-ins
+        from vision_tokenizers.plugins import ENV_VAR
+
+        os.environ[ENV_VAR] = ",".join([*filter(None, os.environ.get(ENV_VAR, "").split(",")), *args.plugin])
+    pick = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in preset.items()}
+    if args.dataset is not None and not Path(args.dataset).is_dir():
+        print(f"vtok perf: error: --dataset {args.dataset}: not a folder", file=sys.stderr)
+        return USAGE_ERROR
+    names = args.tokenizers if args.tokenizers is not None else \
+        _names("taef2_512" if args.quick else "all")
+    opts = PerfOptions(
+        dataset=Path(args.dataset) if args.dataset else None, cache=Path(args.cache) if args.cache else None,
+        resolution=args.resolution, batch_size=args.batch_size, device=args.device,
+        pipeline_images=pick["pipeline_images"], tokenizer=args.tokenizer, weights_dir=args.weights_dir,
+        model_resolution=args.model_resolution or None, harness_images=pick["harness_images"],
+        metrics=args.metrics or ("pixel" if args.quick else "all"), repeats=pick["repeats"],
+        rss_counts=_counts(pick["rss_counts"]) if isinstance(pick["rss_counts"], str) else pick["rss_counts"],
+        rss_timeout_s=args.rss_timeout_s, tokenizers=tuple(names), speed_images=args.speed_images,
+        speed_warmup=args.speed_warmup, speed_timeout_s=pick["speed_timeout_s"], dtype=args.dtype,
+        sections=tuple(args.sections or SECTIONS))
+    results = run_perf(opts)
+    results["command"] = "vtok perf " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    print(format_table(results))
+    if args.json:
+        write_json(results, Path(args.json))
+        print(f"results: {args.json}")
+    failed = [n for n, s in results["sections"].items() if s["error"]]
+    if failed:
+        print(f"vtok perf: section(s) failed: {', '.join(failed)} (see above)", file=sys.stderr)
+    return NOTHING_DONE if len(failed) == len(results["sections"]) else 0
+
+
+def _sections(value: str) -> list[str]:
+    from vision_tokenizers.perf import SECTIONS
+
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected some of {','.join(SECTIONS)}")
+    return chosen
+
+
+def _add_perf_parser(sub) -> None:
+    p = sub.add_parser(
+        "perf", help="benchmark the benchmark: pipeline img/s, harness overhead, peak RSS, random-weights speed",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print one table of the benchmark's own performance (numbers only, nothing is asserted):\n"
+                    "  pipeline  img/s of the streaming image path (decode, crop, batch) for 0, 1, 2 and all workers\n"
+                    "  harness   evaluate (metrics, bookkeeping; then files -> workers -> evaluate) vs the bare\n"
+                    "            encode/decode loop on the same batches, as a ratio of img/s\n"
+                    "  rss       peak RSS of a fresh process streaming N images through loader + evaluate\n"
+                    "  speed     encode/decode s/image of each full-size tokenizer with random weights\n"
+                    "Images: generated 640x480 JPEGs (seeded, cached) unless --dataset FOLDER. A failing section is "
+                    "reported and the others run. See docs/performance.md.")
+    p.add_argument("--quick", action="store_true", help="small counts (16/8 images, RSS at 8 and 24, 1 repeat, "
+                   "pixel metrics, speed of taef2_512 only): a smoke run of every section")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--sections", type=_sections, default=None, metavar="A,B",
+                   help="some of pipeline,harness,rss,speed (default: all four)")
+    p.add_argument("--dataset", metavar="FOLDER", help="a folder of images instead of the generated JPEGs")
+    p.add_argument("--cache", metavar="DIR", help="where generated images are kept (default $VTOK_CACHE/perf or "
+                   "the temp folder)")
+    p.add_argument("--resolution", type=int, default=256, help="pipeline crop (default 256)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="speed section's dtype")
+    p.add_argument("--pipeline-images", type=int, default=None, help="images per pipeline pass (default 256)")
+    p.add_argument("--tokenizer", default="taef2_512", help="tokenizer of the harness and rss sections: its files "
+                   "from --weights-dir when there, else random weights (default taef2_512)")
+    p.add_argument("--weights-dir", default=None, metavar="DIR", help="weights folder (default $VTOK_WEIGHTS or "
+                   "model_weights/)")
+    p.add_argument("--model-resolution", type=int, default=256, help="crop of the harness and rss sections "
+                   "(default 256; 0: the tokenizer's own)")
+    p.add_argument("--harness-images", type=int, default=None, help="images of the harness comparison (default 32)")
+    p.add_argument("--metrics", choices=("all", "pixel"), default=None,
+                   help="harness and rss metrics: all (LPIPS and Inception as the benchmark runs them; random weights "
+                        "of the same networks when the released files are absent) or pixel (default: all; --quick: "
+                        "pixel)")
+    p.add_argument("--repeats", type=int, default=None, help="timed passes, best kept (default 2)")
+    p.add_argument("--rss-counts", type=_counts, default=None, metavar="N,M", help="images per RSS run (default "
+                   "400,1600)")
+    p.add_argument("--rss-timeout-s", type=float, default=None, help="stop an RSS run after this many seconds")
+    p.add_argument("--tokenizers", type=_names, default=None, metavar="A,B",
+                   help="speed section: names or 'all' (default all; --quick: taef2_512)")
+    p.add_argument("--speed-images", type=int, default=1, help="timed images per tokenizer (default 1)")
+    p.add_argument("--speed-warmup", type=int, default=1, help="untimed images first (default 1)")
+    p.add_argument("--speed-timeout-s", type=float, default=None,
+                   help="skip a tokenizer that takes longer (load, warm-up and images; default 180, --quick 60)")
+    add_plugin_option(p)
+    p.set_defaults(func=cmd_perf)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # the parser
 
 
@@ -494,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("report_dir", nargs="?", default="results/latest", help="report folder (default results/latest)")
     p.add_argument("--max-images", type=int, default=6, help="images per reconstruction grid (default 6)")
     p.set_defaults(func=cmd_report)
+    _add_perf_parser(sub)
     return parser
 
 
@@ -502,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size must be at least 1")
     return args.func(args)

@@ -45,25 +45,56 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 def cached_sha256(path: str | Path) -> str:
     """sha256 of a weight file, remembered per (path, size, mtime) in ~/.cache/vtok/sha256.json: multi-GB
-    checkpoints are hashed once, not on every run."""
+    checkpoints are hashed once, not on every run. Safe with concurrent processes (torchrun ranks, xdist workers):
+    see `_remember`."""
     path = Path(path).resolve()
     stat = path.stat()
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     cache_file = Path(os.environ.get("VTOK_CACHE", Path.home() / ".cache" / "vtok")) / "sha256.json"
+    known = _read_json(cache_file).get(key)
+    if known is not None:
+        return known
+    digest = sha256_of(path)  # outside the lock: hashing a checkpoint takes seconds, the update milliseconds
     try:
-        cache = json.loads(cache_file.read_text())
+        _remember(cache_file, key, digest)
+    except OSError:  # a read-only home only costs hashing again next time
+        pass
+    return digest
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        cache[key] = sha256_of(path)
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, cache_file)
-        except OSError:  # a read-only home only costs hashing again next time
-            pass
-    return cache[key]
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember(cache_file: Path, key: str, digest: str) -> None:
+    """Add one entry to the cache file. Read, merge and replace happen under an exclusive lock on a side file, so a
+    process never writes back a copy read before another process's update (which would drop that entry); the
+    replace is atomic, so lock-free readers see the old or the new file, never a torn one."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache_file.with_name(f".{cache_file.name}.lock"), "a") as lock:
+        _lock(lock)
+        cache = _read_json(cache_file)  # re-read under the lock: the entries other processes added meanwhile
+        cache[key] = digest
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    # closing the file releases the lock
+
+
+def _lock(fh) -> None:
+    """Block until this process holds an exclusive lock on `fh` (released when it is closed)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: msvcrt locks a byte range instead
+        import msvcrt
+
+        msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
 
 
 def verify(path: Path, expected: str | None) -> None:
