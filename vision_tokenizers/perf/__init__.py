@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from vision_tokenizers.loader import default_workers
 from vision_tokenizers.perf import sections as S
 from vision_tokenizers.perf.images import default_cache, generated_folder
 
@@ -85,12 +86,12 @@ def run_perf(opts: PerfOptions) -> dict:
             tokenizer.weights_note = weights
             lpips, fid, note = metric_nets(opts.metrics, device, cache)
             S.harness(section, tokenizer, items[:opts.harness_images], opts.model_resolution or tokenizer.resolution,
-                      opts.batch_size, _workers(), opts.repeats, lpips, fid, note)
+                      opts.batch_size, default_workers(), opts.repeats, lpips, fid, note)
         out["harness"] = S.run_section("harness", harness).as_dict()
     common = ["--device", opts.device, "--cache", str(cache)]
     if "rss" in opts.sections:
         rss_args = [*common, "--tokenizer", opts.tokenizer, "--batch-size", str(opts.batch_size), "--workers",
-                    str(_workers()), "--metrics", opts.metrics]
+                    str(default_workers()), "--metrics", opts.metrics]
         rss_args += ["--weights-dir", opts.weights_dir] if opts.weights_dir else []
         rss_args += ["--resolution", str(opts.model_resolution)] if opts.model_resolution else []
         out["rss"] = S.run_section("rss", lambda s: S.rss(s, folder, list(opts.rss_counts), rss_args,
@@ -100,12 +101,6 @@ def run_perf(opts: PerfOptions) -> dict:
         out["speed"] = S.run_section("speed", lambda s: S.random_weights(
             s, list(opts.tokenizers), speed_args, opts.speed_images, opts.speed_timeout_s)).as_dict()
     return results
-
-
-def _workers() -> int:
-    from vision_tokenizers.loader import default_workers
-
-    return default_workers()
 
 
 def _fmt(value: float) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from vision_tokenizers.perf.sections import sync
+
 
 def _peak_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
@@ -57,11 +59,6 @@ def run_rss(args: argparse.Namespace) -> dict:
             "tokenizer": args.tokenizer, "weights": weights, "resolution": resolution, "metrics": metrics}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_speed(args: argparse.Namespace) -> dict:
     from vision_tokenizers.loader import crop_file
     from vision_tokenizers.perf.images import photo
@@ -80,10 +77,10 @@ def run_speed(args: argparse.Namespace) -> dict:
         for k in range(args.warmup + args.images):  # batch size 1: seconds per image
             t0 = time.perf_counter()
             tokens = tokenizer.encode(pixels)
-            _sync(device)
+            sync(device)
             t1 = time.perf_counter()
             tokenizer.decode(tokens)
-            _sync(device)
+            sync(device)
             if k >= args.warmup:
                 encode.append(t1 - t0)
                 decode.append(time.perf_counter() - t1)

@@ -41,7 +41,8 @@ def run_section(name: str, measure: Callable[[Section], None]) -> Section:
     return section
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer around it measures the work (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -103,7 +104,7 @@ def harness(section: Section, tokenizer, items: Items, resolution: int, batch_si
         count = 0
         for ids, pixels in batches:
             tokenizer.decode(tokenizer.encode(pixels.to(device).float() / 255))
-            _sync(device)
+            sync(device)
             count += len(ids)
         return count
 
@@ -111,7 +112,7 @@ def harness(section: Section, tokenizer, items: Items, resolution: int, batch_si
         def run() -> int:
             result = evaluate(tokenizer, batches_of(), lpips=lpips if with_metrics else None,
                               fid=fid if with_metrics else None, reduce=False)
-            _sync(device)
+            sync(device)
             if result.failed:
                 raise RuntimeError(f"{len(result.failed)} image(s) failed: {next(iter(result.failed.values()))}")
             return len(result.per_image)
