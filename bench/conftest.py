@@ -18,7 +18,7 @@ import pytest
 
 from vision_tokenizers import metrics as M
 from vision_tokenizers.evaluate import PIXEL_METRICS, BatchResult, Evaluation, Failure, evaluate
-from vision_tokenizers.results import load_statistics, make_protocol, reduce_statistics
+from vision_tokenizers.results import make_protocol, reduce_stored_statistics
 from vision_tokenizers.results.aggregate import BAD_ANNOTATION
 from vision_tokenizers.results.text import text_dataset_metrics
 from vision_tokenizers.text_fidelity import ANNOTATIONS_FILE
@@ -281,7 +281,7 @@ def _reduce(result: Evaluation, report_dir, stats_paths: dict[str, str], resolut
     the same function `python -m reports merge` uses, so a run, its resumption and merged shards agree bit for bit."""
     if result.per_image:
         result.dataset_metrics["bpp"] = next(iter(result.per_image.values()))["bpp"]
-    metrics, meta = reduce_statistics(load_statistics(report_dir, stats_paths), pixels_per_image=resolution**2)
+    metrics, meta = reduce_stored_statistics(report_dir, stats_paths, pixels_per_image=resolution**2)
     result.dataset_metrics.update(metrics)
     result.dataset_meta.update(meta)
     if fid is not None and "fid" in metrics:

@@ -101,6 +101,28 @@ def test_stream_decodes_only_as_far_as_it_is_read(tmp_path, monkeypatch):
     stream.close()
 
 
+def test_batches_hand_freed_memory_back_only_after_the_consumer_and_once_the_process_has_grown(monkeypatch):
+    """`malloc_trim` runs between batches (after the consumer is done with one) when the resident size has grown
+    TRIM_MARGIN beyond its size after the last trim; what a trim cannot hand back becomes the new floor."""
+    m, real_size = loader.TRIM_MARGIN, loader.resident_bytes
+    # read after each batch, and once more after each trim: floor 100; 100+m not beyond it; 100+m+1 -> trim -> 90;
+    # 90+m not beyond; 90+m+1 -> trim -> 95+m, the new floor; 95
+    sizes = iter([100, 100 + m, 100 + m + 1, 90, 90 + m, 90 + m + 1, 95 + m, 95])
+    events: list[str] = []
+
+    def fake_stream(items, resolution, batch_size, **kwargs):
+        for k in range(6):
+            yield [f"i{k}"], torch.zeros(1, 3, resolution, resolution, dtype=torch.uint8)
+    monkeypatch.setattr(loader, "stream", fake_stream)
+    monkeypatch.setattr(loader, "resident_bytes", lambda: next(sizes))
+    monkeypatch.setattr(loader, "_MALLOC_TRIM", lambda pad: events.append("trim"))
+    for ids, _ in loader.batches([], 8, 1):
+        events.append(ids[0])
+    assert events == ["i0", "i1", "i2", "trim", "i3", "i4", "trim", "i5"]
+    assert next(sizes, None) is None, "one reading after each batch and each trim"
+    assert real_size() is None or real_size() > 1 << 20, "the real reading: this process's resident bytes"
+
+
 def test_default_workers_is_min_8_and_the_cpus():
     assert 1 <= loader.default_workers() <= 8
     assert loader.default_workers() == min(8, len(os.sched_getaffinity(0)))

@@ -19,7 +19,8 @@ from tests.test_shards import bench_command, bench_env, dataset_folder
 from vision_tokenizers import metrics as M
 from vision_tokenizers import results as R
 from vision_tokenizers.results.grids import WorstTracker, worst_rows
-from vision_tokenizers.results.stats import reduce_statistics
+from vision_tokenizers.results.reducer import StatisticsReducer
+from vision_tokenizers.results.stats import reduce_statistics, reduce_stored_statistics, save_image_stats
 from vision_tokenizers.results.uncertainty import add_intervals, add_seed_spread, bootstrap_ci
 
 # ----------------------------------------------------------------------------------------------- bootstrap intervals
@@ -123,6 +124,46 @@ def test_reduce_statistics_does_not_depend_on_how_images_were_split_or_ordered()
     assert meta["token_grid"] == [2, 2] and len(meta["position_entropy"]) == 4
     assert meta["position_entropy_bound"] == pytest.approx(math.log2(5))
     assert {"fid", "kid", "kid_std"} <= set(metrics) and meta["fid_n"] == 5
+
+
+@pytest.mark.parametrize(("n", "codebook", "dtype", "dense"), [(200, 16, np.uint8, True),
+                                                                (1100, 2**18, np.int32, False)])
+def test_streamed_reduction_of_stored_files_equals_the_stacked_metrics_bit_for_bit(tmp_path, n, codebook, dtype,
+                                                                                   dense):
+    """The files read one at a time (per-position counts in a dense histogram for a small codebook, the ids kept in
+    their stored dtype for a large one; KID on seeded subsets past 1,000 images) give exactly the numbers of the
+    whole stacked arrays, as `python -m reports merge` and the benchmark reduce them."""
+    rng = np.random.default_rng(n)
+    relpaths = {}
+    for k in range(n):
+        arrays = {"ids": rng.integers(0, codebook, (3, 4)).astype(dtype),
+                  "fid_ref": rng.normal(size=8).astype(np.float32), "fid_rec": rng.normal(size=8).astype(np.float32)}
+        relpaths[f"img{k:05d}"] = save_image_stats(tmp_path, f"stats/t/img{k:05d}.npz", arrays, {"ids": codebook})
+    metrics, meta = reduce_stored_statistics(tmp_path, relpaths, pixels_per_image=64)
+    loaded = [np.load(tmp_path / relpaths[i]) for i in sorted(relpaths)]
+    ids = torch.from_numpy(np.stack([f["ids"] for f in loaded]).astype(np.int64))
+    ref, rec = (torch.from_numpy(np.stack([f[key] for f in loaded])).double() for key in ("fid_ref", "fid_rec"))
+    assert {k: metrics[k] for k in M.token_statistics(ids, codebook)} == M.token_statistics(ids, codebook)
+    assert meta["position_entropy"] == [round(abs(float(v)), 6) for v in M.position_entropy(ids).flatten()]
+    assert metrics["fid"] == M.fid_from_features(ref, rec)
+    assert (metrics["kid"], metrics["kid_std"], meta["kid_subset_size"]) == M.kid_from_features(ref, rec)
+    reducer = StatisticsReducer(n)
+    reducer.add("img00000", np.load(tmp_path / relpaths["img00000"]))
+    assert (reducer.codes["ids"].histogram is not None) is dense, "the smaller of the two position counters"
+
+
+def test_reducer_refuses_unsorted_ids_and_names_the_image_with_bad_ids():
+    reducer = StatisticsReducer(3)
+    good = {"ids": np.zeros((2, 2), np.uint8), "codebook_size__ids": np.asarray(4)}
+    reducer.add("b", good)
+    with pytest.raises(ValueError, match="sorted image-id order"):
+        reducer.add("a", good)
+    with pytest.raises(ValueError, match=r"ids of c: token ids must lie in \[0, 4\); got \[0, 9\]"):
+        reducer.add("c", {"ids": np.array([[0, 9], [1, 2]]), "codebook_size__ids": np.asarray(4)})
+    with pytest.raises(TypeError, match="ids of d: token statistics need integer ids"):
+        reducer.add("d", {"ids": np.zeros((2, 2), np.float32), "codebook_size__ids": np.asarray(4)})
+    with pytest.raises(ValueError, match="1 of the 3 announced images"):
+        reducer.result()
 
 
 # ------------------------------------------------------------------------------------- what the report shows

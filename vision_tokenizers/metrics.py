@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "FID", "LPIPS", "MetricUnavailable", "TokenStatistics", "bits_per_pixel", "describe", "feature_statistics",
-    "fid_from_features",
-    "frechet_distance", "kid_from_features", "mae", "position_entropy", "psnr", "rmse", "ssim", "token_statistics",
+    "FID", "LPIPS", "MetricUnavailable", "TokenStatistics", "bits_per_pixel", "describe", "entropy_of_counts",
+    "feature_statistics", "fid_from_features", "frechet_distance", "kid_from_features", "mae", "position_entropy",
+    "psnr", "rmse", "ssim", "statistics_from_counts", "token_statistics",
 ]
 
 DATA_RANGE = 255.0
@@ -364,11 +364,11 @@ def feature_statistics(features: torch.Tensor) -> tuple[int, torch.Tensor, torch
     of the same images (shards, a resumed run) give the same bits only when the rows come in one canonical order:
     the callers sort them by image id.
     """
-    x = torch.as_tensor(features).to(torch.float64).reshape(features.shape[0], -1)
+    x = torch.as_tensor(features).reshape(features.shape[0], -1)  # widened a chunk at a time: no float64 copy
     total, outer = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], x.shape[1],
                                                                              dtype=torch.float64)
     for start in range(0, x.shape[0], FEATURE_CHUNK):
-        chunk = x[start:start + FEATURE_CHUNK]
+        chunk = x[start:start + FEATURE_CHUNK].to(torch.float64)
         total += chunk.sum(dim=0)
         outer += chunk.t().mm(chunk)
     return x.shape[0], total, outer
@@ -390,7 +390,7 @@ def fid_from_features(ref: torch.Tensor, rec: torch.Tensor) -> float:
     eigendecomposition: tr(sigma1) = |A|_F^2/(N-1) and tr sqrt(sigma1 sigma2) = |A B^T|_*/(N-1), because the
     non-zero eigenvalues of A^T A B^T B are the squared singular values of A B^T. Deterministic for given rows.
     """
-    ref, rec = (torch.as_tensor(t).to(torch.float64).reshape(t.shape[0], -1) for t in (ref, rec))
+    ref, rec = (torch.as_tensor(t).reshape(t.shape[0], -1) for t in (ref, rec))
     n, dim = ref.shape
     if rec.shape != ref.shape:
         raise ValueError(f"fid: {tuple(ref.shape)} reference and {tuple(rec.shape)} reconstruction features")
@@ -399,6 +399,7 @@ def fid_from_features(ref: torch.Tensor, rec: torch.Tensor) -> float:
     if n >= dim:
         return frechet_distance(*gaussian_from_statistics(*feature_statistics(ref)),
                                 *gaussian_from_statistics(*feature_statistics(rec)))
+    ref, rec = ref.to(torch.float64), rec.to(torch.float64)  # n < dim rows: bounded by the feature size
     mu1, mu2 = ref.mean(dim=0), rec.mean(dim=0)
     a, b = ref - mu1, rec - mu2
     traces = (a.square().sum() + b.square().sum()) / (n - 1)
@@ -422,16 +423,17 @@ def kid_from_features(ref: torch.Tensor, rec: torch.Tensor, *, subsets: int = KI
     seeded generator so a rerun, a resumed run and merged shards agree). With subset size N every subset is the
     whole set: one MMD, std 0. Returns (mean, std, subset size); rows in a canonical order.
     """
-    ref, rec = (torch.as_tensor(t).to(torch.float64).reshape(t.shape[0], -1) for t in (ref, rec))
+    ref, rec = (torch.as_tensor(t).reshape(t.shape[0], -1) for t in (ref, rec))
     n = ref.shape[0]
     size = min(subset_size, n)
     if size < 2:
         raise ValueError(f"kid needs at least 2 images; got {n}")
     if size == n:
-        return float(_poly_mmd(ref, rec, degree)), 0.0, size
+        return float(_poly_mmd(ref.to(torch.float64), rec.to(torch.float64), degree)), 0.0, size
     generator = torch.Generator().manual_seed(seed)
-    scores = torch.stack([_poly_mmd(ref[torch.randperm(n, generator=generator)[:size]],
-                                    rec[torch.randperm(n, generator=generator)[:size]], degree)
+    # each subset is widened to float64 after it is drawn: the same numbers without a float64 copy of all features
+    scores = torch.stack([_poly_mmd(ref[torch.randperm(n, generator=generator)[:size]].to(torch.float64),
+                                    rec[torch.randperm(n, generator=generator)[:size]].to(torch.float64), degree)
                           for _ in range(subsets)])
     return float(scores.mean()), float(scores.std(unbiased=False)), size
 
@@ -451,11 +453,16 @@ def _check_ids(ids: torch.Tensor, codebook_size: int) -> torch.Tensor:
     return flat
 
 
-def _statistics_from_counts(counts: torch.Tensor) -> dict[str, float]:
-    total = counts.sum()
+def entropy_of_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in bits (0-d float64) of a histogram's non-zero counts, summed in the order given."""
+    p = counts.to(torch.float64) / counts.sum()
+    return -(p * p.log2()).sum()
+
+
+def statistics_from_counts(counts: torch.Tensor) -> dict[str, float]:
+    """`token_statistics` of an id histogram (length K, the codebook size)."""
     used = counts > 0
-    p = counts[used].to(torch.float64) / total
-    entropy = float(-(p * p.log2()).sum()) if int(total) else float("nan")
+    entropy = float(entropy_of_counts(counts[used])) if int(counts.sum()) else float("nan")
     k = counts.numel()
     unique = int(used.sum())
     return {
@@ -474,7 +481,7 @@ def token_statistics(ids: torch.Tensor, codebook_size: int) -> dict[str, float]:
     id histogram in bits; perplexity: 2**entropy_bits; max_entropy_bits: log2 K.
     """
     flat = _check_ids(ids, codebook_size)
-    return _statistics_from_counts(torch.bincount(flat, minlength=codebook_size))
+    return statistics_from_counts(torch.bincount(flat, minlength=codebook_size))
 
 
 class TokenStatistics:
@@ -506,7 +513,7 @@ class TokenStatistics:
         """Statistics of every id seen so far (see `token_statistics`)."""
         if self.counts is None:
             raise ValueError("TokenStatistics.compute before any update")
-        return _statistics_from_counts(self.counts)
+        return statistics_from_counts(self.counts)
 
     def reset(self) -> None:
         self.counts = None
@@ -523,8 +530,7 @@ def position_entropy(ids: torch.Tensor) -> torch.Tensor:
     flat = ids.reshape(ids.shape[0], -1).long().t()
     out = torch.empty(flat.shape[0], dtype=torch.float64)
     for position, column in enumerate(flat):
-        p = torch.unique(column, return_counts=True)[1].to(torch.float64) / column.numel()
-        out[position] = -(p * p.log2()).sum()
+        out[position] = entropy_of_counts(torch.unique(column, return_counts=True)[1])
     return out.reshape(ids.shape[1:])
 
 

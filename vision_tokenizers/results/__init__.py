@@ -36,7 +36,12 @@ from vision_tokenizers.results.grids import make_grid
 from vision_tokenizers.results.plots import plot_summary
 from vision_tokenizers.results.protocol import MixedProtocols, config_id, make_protocol, protocol_diff, short_hash
 from vision_tokenizers.results.report import build_report
-from vision_tokenizers.results.stats import load_statistics, reduce_statistics, save_image_stats, stats_relpath
+from vision_tokenizers.results.stats import (
+    reduce_statistics,
+    reduce_stored_statistics,
+    save_image_stats,
+    stats_relpath,
+)
 from vision_tokenizers.results.store import (
     append_record,
     completed_images,
@@ -52,8 +57,8 @@ from vision_tokenizers.results.tables import write_csv, write_json, write_markdo
 __all__ = [
     "CONVENTIONS", "GRID_CELL", "GRID_IMAGES", "METRICS", "QUALITY", "RECORDS_FILE", "RECORDS_GLOB", "STAGES",
     "TOKEN_STATS", "MixedProtocols", "aggregate", "append_record", "build_report", "completed_images", "config_id",
-    "fmt_time", "load_statistics", "make_grid", "make_protocol", "metric_cell", "plot_summary", "protocol_diff",
-    "read_records", "read_records_checked", "record_files", "recorded_evaluation", "reduce_statistics",
+    "fmt_time", "make_grid", "make_protocol", "metric_cell", "plot_summary", "protocol_diff", "read_records",
+    "read_records_checked", "record_files", "recorded_evaluation", "reduce_statistics", "reduce_stored_statistics",
     "resumable_images", "save_image_stats", "seeded_images", "short_hash", "stats_relpath", "write_csv", "write_json",
     "write_markdown",
 ]

@@ -2,7 +2,7 @@
 
 The merged directory holds what a single run writes: every source's records (their dataset records excepted), the
 PNGs and the per-image statistics; each tokenizer's dataset metrics are then reduced again from the per-image
-statistics of all its images (`stats.reduce_statistics`, sorted ids) - never an average of per-shard numbers.
+statistics of all its images (`stats.reduce_stored_statistics`, sorted ids) - never an average of per-shard numbers.
 
 Within one source, the latest record of a (tokenizer, image) wins (a resumed run). Across sources nothing is dropped
 silently: two sources holding different rows for the same (tokenizer, image) are a `MergeConflict` naming the
@@ -29,7 +29,7 @@ from vision_tokenizers.results.protocol import (
     protocol_diff,
     protocols_in,
 )
-from vision_tokenizers.results.stats import load_statistics, reduce_statistics
+from vision_tokenizers.results.stats import reduce_stored_statistics
 from vision_tokenizers.results.store import _merge_images, append_record, read_records_checked, record_files
 from vision_tokenizers.results.text import text_dataset_metrics
 
@@ -235,8 +235,8 @@ def merged_dataset_records(report_dir: Path, records: list[Mapping]) -> list[dic
         tok_rows.sort(key=lambda r: r["image_id"])
         resolution = tok_rows[0].get("resolution")
         stats = {r["image_id"]: r["stats"] for r in tok_rows if r.get("stats")}
-        metrics, meta = reduce_statistics(load_statistics(report_dir, stats),
-                                          pixels_per_image=resolution**2 if resolution else None)
+        metrics, meta = reduce_stored_statistics(report_dir, stats,
+                                                 pixels_per_image=resolution**2 if resolution else None)
         bpp = tok_rows[0]["metrics"].get("bpp")
         if bpp is not None:
             metrics = {"bpp": bpp, **metrics}

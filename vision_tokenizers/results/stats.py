@@ -8,7 +8,6 @@ resumed run never reconstructs the images it already did. Per-shard FIDs are nev
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import zipfile
@@ -17,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vision_tokenizers.results.reducer import CODEBOOK_PREFIX, StatisticsReducer
+
 STATS_DIR = "stats"
-CODEBOOK_PREFIX = "codebook_size__"  # 0-d arrays holding the codebook size of an id statistic
 
 
 def stats_relpath(tokenizer: str, image_id: str, config: str | None = None) -> str:
@@ -59,12 +59,6 @@ def readable_stats(path: str | os.PathLike, needed: set[str]) -> bool:
         return False
 
 
-def _stack(per_image: Mapping[str, Mapping[str, np.ndarray]], ids: list[str], key: str) -> np.ndarray | None:
-    if not ids or any(key not in per_image[i] for i in ids):
-        return None
-    return np.stack([per_image[i][key] for i in ids])
-
-
 def reduce_statistics(per_image: Mapping[str, Mapping[str, np.ndarray]], *,
                       pixels_per_image: int | None = None) -> tuple[dict[str, float], dict[str, object]]:
     """Dataset metrics and their meta from {image id: statistics}, reduced in sorted-id order.
@@ -75,44 +69,17 @@ def reduce_statistics(per_image: Mapping[str, Mapping[str, np.ndarray]], *,
     / pixels, the rate an ideal entropy coder of independent ids would reach) when every image has ids; the same
     statistics of de-tokenizer codes (``aux_<name>``) as ``<name>_<statistic>``.
     """
-    import torch
-
-    from vision_tokenizers import metrics as M
-
-    ids = sorted(per_image)
-    metrics: dict[str, float] = {}
-    meta: dict[str, object] = {"stats_n": len(ids)}
-    ref, rec = _stack(per_image, ids, "fid_ref"), _stack(per_image, ids, "fid_rec")
-    if ref is not None and rec is not None:
-        if len(ids) >= 2:
-            ref_t, rec_t = torch.from_numpy(ref), torch.from_numpy(rec)
-            metrics["fid"] = M.fid_from_features(ref_t, rec_t)
-            metrics["kid"], metrics["kid_std"], subset = M.kid_from_features(ref_t, rec_t)
-            meta.update(fid_n=len(ids), fid_dim=int(ref.shape[1]), kid_subset_size=subset,
-                        kid_subsets=1 if subset == len(ids) else M.KID_SUBSETS, kid_seed=M.KID_SEED)
-        else:
-            meta["fid_note"] = f"rFID and KID need at least 2 images; this set has {len(ids)}"
-    names = sorted({k for stats in per_image.values() for k in stats if k == "ids" or k.startswith("aux_")})
-    for name in names:
-        stacked = _stack(per_image, ids, name)
-        size_key = CODEBOOK_PREFIX + name
-        if stacked is None or size_key not in per_image[ids[0]]:
-            continue
-        size = int(per_image[ids[0]][size_key])
-        codes = torch.from_numpy(stacked.astype(np.int64))
-        stats = M.token_statistics(codes, size)
-        if name == "ids":
-            metrics.update(stats)
-            entropy = M.position_entropy(codes)
-            meta.update(position_entropy=[round(abs(float(v)), 6) for v in entropy.flatten()],
-                        token_grid=list(entropy.shape), position_entropy_bound=math.log2(min(len(ids), size)))
-            if pixels_per_image:
-                metrics["bpp_measured"] = stats["entropy_bits"] * codes[0].numel() / pixels_per_image
-        else:
-            metrics.update({f"{name[len('aux_'):]}_{k}": v for k, v in stats.items()})
-    return metrics, meta
+    reducer = StatisticsReducer(len(per_image), pixels_per_image=pixels_per_image)
+    for image_id in sorted(per_image):
+        reducer.add(image_id, per_image[image_id])
+    return reducer.result()
 
 
-def load_statistics(report_dir: str | os.PathLike, relpaths: Mapping[str, str]) -> dict[str, dict[str, np.ndarray]]:
-    """{image id: statistics} for {image id: relpath} under `report_dir`."""
-    return {image_id: load_image_stats(Path(report_dir) / rel) for image_id, rel in relpaths.items()}
+def reduce_stored_statistics(report_dir: str | os.PathLike, relpaths: Mapping[str, str], *,
+                             pixels_per_image: int | None = None) -> tuple[dict[str, float], dict[str, object]]:
+    """`reduce_statistics` of the files {image id: relpath} under `report_dir`, read one at a time (sorted ids): the
+    memory does not grow with the images' token ids."""
+    reducer = StatisticsReducer(len(relpaths), pixels_per_image=pixels_per_image)
+    for image_id in sorted(relpaths):
+        reducer.add(image_id, load_image_stats(Path(report_dir) / relpaths[image_id]))
+    return reducer.result()
