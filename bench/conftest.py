@@ -49,10 +49,16 @@ def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
     return f"vtok: {count} quality tests deselected ({RANDOM_WEIGHTS})" if count else None
 
 
+@pytest.fixture(scope="session")
+def random_weights(request) -> bool:
+    """--random-weights: the networks are timed only, so no quality metric loads its network."""
+    return bool(request.config.getoption("random_weights", False))
+
+
 @pytest.fixture(scope="session", autouse=True)
-def random_weights_note(record, request) -> None:
+def random_weights_note(record, random_weights) -> None:
     """The same reason, once, in the report (its Skipped section)."""
-    if request.config.getoption("random_weights", False):
+    if random_weights:
         record.skip(tokenizer=None, what="quality", reason=RANDOM_WEIGHTS)
 
 
@@ -65,23 +71,23 @@ def _metric_or_skip(factory, what: str, record, device, offline: bool):
 
 
 @pytest.fixture(scope="session")
-def lpips_metric(record, device, request):
+def lpips_metric(record, device, request, random_weights):
     """(LPIPS or None, reason it is unavailable)."""
-    if request.config.getoption("random_weights", False):  # nothing to measure: no network loaded
+    if random_weights:  # nothing to measure: no network loaded
         return None, RANDOM_WEIGHTS
     return _metric_or_skip(M.LPIPS, "lpips", record, device, request.config.getoption("offline"))
 
 
 @pytest.fixture(scope="session")
-def fid_metric(record, device, request):
+def fid_metric(record, device, request, random_weights):
     """(FID or None, reason it is unavailable): one Inception network per session, reset for every tokenizer."""
-    if request.config.getoption("random_weights", False):
+    if random_weights:
         return None, RANDOM_WEIGHTS
     return _metric_or_skip(M.FID, "fid", record, device, request.config.getoption("offline"))
 
 
 @pytest.fixture(scope="session")
-def text_metric(record, images, request):
+def text_metric(record, images, random_weights):
     """(TextFidelity or None, why text fidelity is not measured). On for a dataset with annotations
     (`annotations.json` beside the images, `--dataset textsizes`); each bad annotation entry is one skip line; without
     the OCR package (vtok-bench[text]) the metric is a skip with the reason, like LPIPS without its weights."""
@@ -89,7 +95,7 @@ def text_metric(record, images, request):
     if annotations is None:
         return None, (f"dataset {images.name} has no {ANNOTATIONS_FILE} beside its images: text fidelity needs text "
                       "boxes (--dataset textsizes, or a folder with an annotations.json)")
-    if request.config.getoption("random_weights", False):
+    if random_weights:
         return None, RANDOM_WEIGHTS
     for problem in annotations.problems:  # already warned when the dataset was opened; here for the report
         record.skip(tokenizer=None, what=BAD_ANNOTATION, reason=problem)
