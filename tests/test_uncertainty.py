@@ -162,6 +162,10 @@ def test_reducer_refuses_unsorted_ids_and_names_the_image_with_bad_ids():
         reducer.add("c", {"ids": np.array([[0, 9], [1, 2]]), "codebook_size__ids": np.asarray(4)})
     with pytest.raises(TypeError, match="ids of d: token statistics need integer ids"):
         reducer.add("d", {"ids": np.zeros((2, 2), np.float32), "codebook_size__ids": np.asarray(4)})
+    with pytest.raises(ValueError, match="fid_ref of e: 3 features, other images 2"):
+        features = StatisticsReducer(2)
+        features.add("d", {"fid_ref": np.zeros(2, np.float32)})
+        features.add("e", {"fid_ref": np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="1 of the 3 announced images"):
         reducer.result()
 

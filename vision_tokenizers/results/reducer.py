@@ -92,6 +92,9 @@ class StatisticsReducer:
                 value = np.asarray(stats[key]).reshape(-1)
                 if key not in self.features:
                     self.features[key] = np.empty((self.n, value.size), dtype=value.dtype)
+                if value.size != self.features[key].shape[1]:
+                    raise ValueError(f"{key} of {image_id}: {value.size} features, other images "
+                                     f"{self.features[key].shape[1]}")
                 self.features[key][self.added] = value
                 self.feature_rows[key] += 1
         names = {k for k in stats if k == "ids" or k.startswith("aux_")} | set(self.codes)
