@@ -94,3 +94,22 @@ def test_summary_png_draws_only_tokenizers_with_numbers_and_names_the_others_onc
     assert R.plot_summary(built, tmp_path / "summary.png").stat().st_size > 0
     only = {**built, "tokenizers": {k: v for k, v in built["tokenizers"].items() if k in drawn}}
     assert drawn_tokenizers(only)[1] is None
+
+
+def test_a_timing_only_run_shows_its_speed_table_not_no_numbers(tmp_path):
+    """`pytest bench --random-weights -m speed`: no quality number, but the terminal shows the medians per image
+    (summary.md's speed table) and says the networks had random weights."""
+    rec = tmp_path / R.RECORDS_FILE
+    R.append_record(rec, {"type": "run", "started": "2025-01-01T00:00:00+00:00", "options": {"device": "cpu"}})
+    for tok, encode, decode in (("fast_256", 0.0123, 0.5), ("slow_512", 17.7, 50.66)):
+        R.append_record(rec, {"type": "tokenizer", "tokenizer": tok, "facts": {"resolution": 256}})
+        for stage, seconds in (("encode", encode), ("decode", decode)):
+            R.append_record(rec, {"type": "timing", "tokenizer": tok, "stage": stage, "batch_size": 2,
+                                  "median_s": 2 * seconds, "iqr_s": 0.0, "rounds": 3, "device": "cpu",
+                                  "random_weights": True})
+    built = json.loads(R.build_report(tmp_path)["json"].read_text())
+    lines = terminal_lines(built, width=120)
+    assert lines[0] == "vtok: no tokenizer produced quality numbers"
+    assert lines[1] == "vtok: speed (median per image, pytest-benchmark)"
+    assert _row(lines, "fast_256").split() == ["fast_256", "cpu,", "random", "weights", "2", "12.3", "ms", "500", "ms"]
+    assert _row(lines, "slow_512").split()[-4:] == ["17.7", "s", "50.7", "s"]

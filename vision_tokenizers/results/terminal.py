@@ -1,12 +1,13 @@
 """The end of `pytest bench` on the terminal: the quality table (the numbers of summary.md, from the built report),
-one line per tokenizer that was not run with its short reason, and the metrics that were not measured."""
+the speed table when encode/decode were timed, one line per tokenizer that was not run with its short reason, and the
+metrics that were not measured."""
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping
 
-from vision_tokenizers.results.formatting import _num, _plural, metric_cell
+from vision_tokenizers.results.formatting import _num, _plural, fmt_time, metric_cell
 
 # (metric, column header); "bpp" is the tokenizer's storage rate, the last column
 COLUMNS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("fid", "rFID"), ("bpp", "bits/pixel"))
@@ -76,8 +77,10 @@ def terminal_lines(report: Mapping, width: int = 120) -> list[str]:
                 lines.append(f"{name}: {_plural(failed, 'image')} failed, left out of its numbers (listed in "
                              "summary.md)")
         lines += text_terminal_lines(report)
-    else:
-        lines.append("vtok: no tokenizer produced numbers")
+    speed = speed_terminal_lines(report)
+    if not measured:
+        lines.append("vtok: no tokenizer produced quality numbers" if speed else "vtok: no tokenizer produced numbers")
+    lines += speed
     for name, t in toks.items():
         if t["n_images"]:
             continue
@@ -86,6 +89,24 @@ def terminal_lines(report: Mapping, width: int = 120) -> list[str]:
         elif t.get("failed_images"):
             lines.append(f"failed: {name}: every image failed (reasons in summary.md)")
     return lines
+
+
+def speed_terminal_lines(report: Mapping) -> list[str]:
+    """Median encode and decode time per image of every timed tokenizer (summary.md's speed table, without the
+    spread); `random weights` said where the networks had them (`--random-weights`)."""
+    rows = [["tokenizer", "device", "batch", "encode / image", "decode / image"]]
+    for name, t in report["tokenizers"].items():
+        timing = t.get("timing") or {}
+        if not timing:
+            continue
+        first = next(iter(timing.values()))
+        random = any(stage.get("random_weights") for stage in timing.values())
+        rows.append([name, f"{first.get('device', '–')}{', random weights' if random else ''}",
+                     str(first.get("batch_size", "–")),
+                     *(fmt_time((timing.get(stage) or {}).get("per_image_s")) for stage in ("encode", "decode"))])
+    if len(rows) == 1:
+        return []
+    return ["vtok: speed (median per image, pytest-benchmark)", *_table(rows)]
 
 
 def text_terminal_lines(report: Mapping) -> list[str]:
