@@ -160,7 +160,7 @@ def test_reducer_refuses_unsorted_ids_and_names_the_image_with_bad_ids():
         reducer.add("a", good)
     with pytest.raises(ValueError, match=r"ids of c: token ids must lie in \[0, 4\); got \[0, 9\]"):
         reducer.add("c", {"ids": np.array([[0, 9], [1, 2]]), "codebook_size__ids": np.asarray(4)})
-    with pytest.raises(TypeError, match="ids of d: token statistics need integer ids"):
+    with pytest.raises(TypeError, match="ids of d: token statistics need an integer id tensor; got torch.float32"):
         reducer.add("d", {"ids": np.zeros((2, 2), np.float32), "codebook_size__ids": np.asarray(4)})
     with pytest.raises(ValueError, match="fid_ref of e: 3 features, other images 2"):
         features = StatisticsReducer(2)

@@ -527,10 +527,10 @@ def position_entropy(ids: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dim() < 2:
         raise TypeError("position_entropy needs integer ids of shape (N, *positions)")
-    flat = ids.reshape(ids.shape[0], -1).long().t()
-    out = torch.empty(flat.shape[0], dtype=torch.float64)
-    for position, column in enumerate(flat):
-        out[position] = entropy_of_counts(torch.unique(column, return_counts=True)[1])
+    flat = ids.reshape(ids.shape[0], -1)
+    out = torch.empty(flat.shape[1], dtype=torch.float64)
+    for position in range(flat.shape[1]):  # one column widened at a time: no int64 copy of every image's ids
+        out[position] = entropy_of_counts(torch.unique(flat[:, position].long(), return_counts=True)[1])
     return out.reshape(ids.shape[1:])
 
 

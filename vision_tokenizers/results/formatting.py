@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from vision_tokenizers.results.constants import METRICS
 
@@ -24,6 +25,15 @@ def _plural(n: int, word: str) -> str:
 
 def _missing_text(reason: str | None) -> str:
     return f"skipped ({reason})" if reason else "not measured"
+
+
+def timing_facts(timing: Mapping[str, Mapping]) -> tuple[str | None, bool, str]:
+    """(device, random weights?, batch sizes such as "8" or "8/4") of a tokenizer's encode and decode timings: the
+    speed table's device and batch cells, in summary.md and on the terminal."""
+    stages = [x for x in (timing.get("encode"), timing.get("decode")) if x]
+    device = stages[0].get("device") if stages else None
+    batch = "/".join(dict.fromkeys(str(x["batch_size"]) for x in stages)) or "–"
+    return device or None, any(x.get("random_weights") for x in stages), batch
 
 
 def _md(text: str) -> str:

@@ -23,8 +23,10 @@ class _Codes:
     per-position counts when `positions`."""
 
     def __init__(self, name: str, n: int, first: np.ndarray, size: int, positions: bool) -> None:
+        from vision_tokenizers import metrics as M
+
         self.name, self.shape, self.size, self.added = name, first.shape, size, 0
-        self.counts = np.zeros(size, dtype=np.int64)
+        self.pooled = M.TokenStatistics(size)
         self.histogram: np.ndarray | None = None
         self.rows: np.ndarray | None = None
         if positions:
@@ -35,16 +37,15 @@ class _Codes:
                 self.rows = np.empty((n, tokens), dtype=first.dtype)
 
     def add(self, image_id: str, codes: np.ndarray) -> None:
-        if codes.dtype.kind not in "iu":
-            raise TypeError(f"{self.name} of {image_id}: token statistics need integer ids; got {codes.dtype}")
+        import torch
+
         if codes.shape != self.shape:
             raise ValueError(f"{self.name} of {image_id}: shape {codes.shape}, other images {self.shape}")
-        flat = codes.reshape(-1)
-        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= self.size):
-            raise ValueError(f"{self.name} of {image_id}: token ids must lie in [0, {self.size}); got "
-                             f"[{int(flat.min())}, {int(flat.max())}]")
-        flat = flat.astype(np.intp, copy=False)
-        self.counts += np.bincount(flat, minlength=self.size)
+        try:  # the id checks (integer, within the codebook) come first: a bad id never reaches the histogram
+            self.pooled.update(torch.from_numpy(codes))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{self.name} of {image_id}: {exc}") from None
+        flat = codes.reshape(-1).astype(np.intp, copy=False)
         if self.histogram is not None:
             self.histogram[np.arange(flat.size), flat] += 1  # one id per position: no repeated index
         elif self.rows is not None:
@@ -58,15 +59,11 @@ class _Codes:
 
         from vision_tokenizers import metrics as M
 
-        out = np.empty(int(np.prod(self.shape)), dtype=np.float64)
-        for position in range(out.size):
-            if self.histogram is not None:
-                row = self.histogram[position]
-                counts = torch.from_numpy(row[row > 0].astype(np.int64))
-            else:
-                column = torch.from_numpy(np.ascontiguousarray(self.rows[:self.added, position])).long()
-                counts = torch.unique(column, return_counts=True)[1]
-            out[position] = float(M.entropy_of_counts(counts))
+        if self.histogram is None:
+            return M.position_entropy(torch.from_numpy(self.rows[:self.added])).numpy().reshape(self.shape)
+        out = np.empty(len(self.histogram), dtype=np.float64)
+        for position, row in enumerate(self.histogram):
+            out[position] = float(M.entropy_of_counts(torch.from_numpy(row[row > 0].astype(np.int64))))
         return out.reshape(self.shape)
 
 
@@ -130,7 +127,7 @@ class StatisticsReducer:
             else:
                 meta["fid_note"] = f"rFID and KID need at least 2 images; this set has {self.n}"
         for name, codes in sorted(self.codes.items()):
-            stats = M.statistics_from_counts(torch.from_numpy(codes.counts))
+            stats = codes.pooled.compute()
             if name != "ids":
                 metrics.update({f"{name[len('aux_'):]}_{k}": v for k, v in stats.items()})
                 continue

@@ -28,6 +28,7 @@ from vision_tokenizers.results.formatting import (
     _time_pm,
     fmt_time,
     metric_cell,
+    timing_facts,
 )
 from vision_tokenizers.results.sections import (
     protocol_lines,
@@ -174,10 +175,8 @@ def write_markdown(report: dict, path: str | os.PathLike, files: Mapping[str, Pa
           "| Decode images/s | Rounds |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, t in ran.items():
         enc, dec = t["timing"].get("encode"), t["timing"].get("decode")
-        any_t = enc or dec
-        cells = [(f"`{any_t['device']}`" if any_t and any_t.get("device") else "–")
-                 + (", random weights" if any(x and x.get("random_weights") for x in (enc, dec)) else ""),
-                 "/".join(dict.fromkeys(str(x["batch_size"]) for x in (enc, dec) if x)) or "–"]
+        device, random, batch = timing_facts(t["timing"])
+        cells = [(f"`{device}`" if device else "–") + (", random weights" if random else ""), batch]
         for stage, x in (("encode", enc), ("decode", dec)):
             reason = t["missing"].get(stage)
             cells.append(_time_pm(x) if x else notes.cell(_missing_text(reason), reason))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping
 
-from vision_tokenizers.results.formatting import _num, _plural, fmt_time, metric_cell
+from vision_tokenizers.results.formatting import _num, _plural, fmt_time, metric_cell, timing_facts
 
 # (metric, column header); "bpp" is the tokenizer's storage rate, the last column
 COLUMNS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("fid", "rFID"), ("bpp", "bits/pixel"))
@@ -99,10 +99,8 @@ def speed_terminal_lines(report: Mapping) -> list[str]:
         timing = t.get("timing") or {}
         if not timing:
             continue
-        first = next(iter(timing.values()))
-        random = any(stage.get("random_weights") for stage in timing.values())
-        rows.append([name, f"{first.get('device', '–')}{', random weights' if random else ''}",
-                     str(first.get("batch_size", "–")),
+        device, random, batch = timing_facts(timing)
+        rows.append([name, f"{device or '–'}{', random weights' if random else ''}", batch,
                      *(fmt_time((timing.get(stage) or {}).get("per_image_s")) for stage in ("encode", "decode"))])
     if len(rows) == 1:
         return []
