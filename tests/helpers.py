@@ -33,3 +33,22 @@ def save_random_inception(path: Path) -> Path:
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     torch.save(inception.state_dict(), path)
     return path
+
+
+def recorded_seed(text: str) -> int:
+    """The seed a golden recorded in words (`torch.manual_seed(20); ...` in its meta.json), so the tests follow any
+    golden set made the same way instead of a seed copied out of a README."""
+    import re
+
+    found = {int(s) for s in re.findall(r"manual_seed\((\d+)\)", text)}
+    if len(found) != 1:
+        raise ValueError(f"expected one manual_seed(N) in the golden's description, found {sorted(found)}: {text!r}")
+    return found.pop()
+
+
+def seeded_keys(keys, prefix: str) -> dict[str, int]:
+    """Golden keys named `<prefix><seed>...` (e.g. `tatok.stochastic.indices_seed100`) -> the seed in their name."""
+    seeds = {key: int(key[len(prefix):].split("_")[0]) for key in keys if key.startswith(prefix)}
+    if not seeds:
+        raise ValueError(f"the golden file has no key starting with {prefix!r}")
+    return seeds

@@ -8,10 +8,12 @@ the porting mistakes that matter; the full-size `llama-abs-LP` layouts are count
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from tok.ar_dtok import AR_DTOK_SIZES, IGNORED_ARGS, ARDTok, ARDTokConfig, find_multiple, top_k_top_p_filter
 from tok.checkpoint import CheckpointError, build_on_meta
@@ -23,11 +25,29 @@ pytestmark = pytest.mark.skipif(not (GOLDEN / "io.safetensors").is_file() or not
 
 TOL = dict(atol=1e-4, rtol=0.0)  # README: logits atol 1e-4; codes exact
 FILTERS = {"k5": (5, 1.0), "p0.9": (0, 0.9), "k5_p0.9": (5, 0.9), "k1": (1, 1.0)}
-SAMPLES = {  # golden key -> (seed, generate kwargs), seeded upstream with torch.manual_seed(seed)
-    "ar_dtok.sample_codes_seed200_cfg4_t1": (200, dict(cfg_scale=4.0)),
-    "ar_dtok.sample_codes_seed201_cfg4_t0.8_k10_p0.9": (201, dict(cfg_scale=4.0, temperature=0.8, top_k=10,
-                                                                  top_p=0.9)),
-}
+SAMPLE_PREFIX = "ar_dtok.sample_codes_seed"  # + seed and settings, e.g. ..._seed201_cfg4_t0.8_k10_p0.9
+SAMPLE_SETTINGS = {"cfg": ("cfg_scale", float), "t": ("temperature", float), "k": ("top_k", int), "p": ("top_p", float)}
+
+
+def sample_settings(key: str) -> tuple[int, dict[str, float | int]]:
+    """A seeded-sample golden's name -> (seed, `generate` kwargs): the name records how upstream sampled it (after
+    `torch.manual_seed(seed)`), so the test follows any golden set made the same way."""
+    seed, *parts = key[len(SAMPLE_PREFIX):].split("_")
+    kwargs: dict[str, float | int] = {}
+    for part in parts:
+        setting = re.fullmatch(r"([a-z]+)([0-9.]+)", part)
+        assert setting and setting[1] in SAMPLE_SETTINGS, f"{key}: unknown sampling setting {part!r}"
+        name, cast = SAMPLE_SETTINGS[setting[1]]
+        kwargs[name] = cast(setting[2])
+    return int(seed), kwargs
+
+
+def _sample_keys() -> list[str]:
+    """Collected before any fixture runs: the parametrization follows the golden file's keys."""
+    if not (GOLDEN / "io.safetensors").is_file():
+        return []
+    with safe_open(str(GOLDEN / "io.safetensors"), "pt") as f:
+        return sorted(k for k in f.keys() if k.startswith(SAMPLE_PREFIX))
 
 
 @pytest.fixture(scope="module")
@@ -182,9 +202,15 @@ def test_filter_keeps_ties_and_first_token_over_p():
     assert torch.isfinite(top_k_top_p_filter(probs.log(), 0, 0.1)).tolist() == [[True, False, False, False]]
 
 
-@pytest.mark.parametrize("key", list(SAMPLES))
+def test_seeded_sample_names_agree_with_the_recorded_seeds():
+    keys = _sample_keys()
+    recorded = json.loads((GOLDEN / "meta.json").read_text())["seeds"]
+    assert keys and {sample_settings(k)[0] for k in keys} == {recorded["ar_sample"], recorded["ar_sample_filtered"]}
+
+
+@pytest.mark.parametrize("key", _sample_keys())
 def test_seeded_samples_reproduce_upstream(model, io, key):
-    seed, kwargs = SAMPLES[key]
+    seed, kwargs = sample_settings(key)
     codes = model.generate(io["ar_dtok.cond"], generator=torch.Generator().manual_seed(seed), **kwargs)
     assert torch.equal(codes, io[key])
     with torch.random.fork_rng():  # generator=None draws from torch's global RNG, as upstream

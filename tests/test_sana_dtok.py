@@ -18,6 +18,7 @@ import pytest
 import torch
 from diffusers import AutoencoderDC, SanaTransformer2DModel
 
+from tests.helpers import recorded_seed
 from tok.checkpoint import CheckpointError, build_on_meta
 from tok.sana_dtok import (
     DC_AE_F32C32_SANA_1_0,
@@ -37,7 +38,9 @@ pytestmark = pytest.mark.skipif(not (GOLDEN / "sana" / "io.safetensors").is_file
 # level on at most 1 % of pixels.
 TOL = dict(atol=1e-4, rtol=0.0)
 MAX_LEVEL, MAX_FRACTION = 1, 0.01
-STEPS, SEED, CFG = 4, 42, 4.0
+RECORDED = json.loads((GOLDEN / "meta.json").read_text())["sana"] if (GOLDEN / "meta.json").is_file() else {}
+STEPS = RECORDED.get("num_inference_steps", 0)  # what the golden ran (0: goldens absent, the module is skipped)
+CFG = RECORDED.get("extra_case_cfg4_guidance_scale", 0.0)  # its guided case, recorded under cfg4.*
 STEP_KEYS = tuple(f"step{i}.{name}" for i in range(STEPS)
                   for name in ("transformer_in", "timestep", "model_output", "latents"))
 FLOAT_KEYS = ("cond.caption_projection_out", "cond.caption_norm_out", "sched.timesteps", "sched.sigmas",
@@ -129,14 +132,36 @@ def dtok() -> SanaDTok:
     return SanaDTok.from_pretrained(FOLDER)
 
 
+def first_transformer_input(dtok: SanaDTok, features: torch.Tensor, generator) -> torch.Tensor:
+    """The initial latents `generate` draws from `generator` (what reaches the transformer at the first step)."""
+    seen = []
+    handle = dtok.transformer.register_forward_pre_hook(lambda _m, a: seen.append(a[0].clone()))
+    try:
+        dtok.generate(features, steps=1, generator=generator, output_type="latent")
+    finally:
+        handle.remove()
+    return seen[0]
+
+
 @pytest.fixture(scope="module")
-def run(dtok, features) -> dict[str, torch.Tensor]:
-    """Guidance 1 (reconstruction) and guidance 4, both from the golden seed's generator, as upstream called it."""
-    out = record_run(dtok, features, generator=torch.Generator().manual_seed(SEED))
-    out["inputs.latents_init"] = out["step0.transformer_in"]
+def seed() -> int:
+    """The seed upstream's generator had (recorded in the golden's meta.json)."""
+    return recorded_seed(RECORDED["noise"])
+
+
+@pytest.fixture(scope="module")
+def noise(io) -> torch.Tensor:
+    return io["inputs.latents_init"]
+
+
+@pytest.fixture(scope="module")
+def run(dtok, features, noise, seed) -> dict[str, torch.Tensor]:
+    """Guidance 1 (reconstruction) and guidance 4 from the golden's initial noise, as upstream called them; under
+    inputs.latents_init, the noise our generator draws from the recorded seed."""
+    out = record_run(dtok, features, latents=noise)
+    out["inputs.latents_init"] = first_transformer_input(dtok, features, torch.Generator().manual_seed(seed))
     out["inputs.prompt_attention_mask"] = out["step0.encoder_attention_mask"]
-    out.update(record_run(dtok, features, prefix="cfg4.", guidance_scale=CFG,
-                          generator=torch.Generator().manual_seed(SEED)))
+    out.update(record_run(dtok, features, prefix="cfg4.", guidance_scale=CFG, latents=noise))
     return out
 
 
@@ -168,12 +193,14 @@ def test_images_are_float_in_unit_range(run):
     assert images.min() >= 0 and images.max() <= 1
 
 
-def test_given_latents_equal_generator_noise(dtok, features, io):
-    latents = dtok.generate(features, steps=STEPS, latents=io["inputs.latents_init"], output_type="latent")
+def test_a_generator_from_the_recorded_seed_reproduces_the_golden_run(dtok, features, io, seed):
+    latents = dtok.generate(features, steps=STEPS, generator=torch.Generator().manual_seed(seed), output_type="latent")
     torch.testing.assert_close(latents, io["outputs.latents_final"], **TOL)
+    other = first_transformer_input(dtok, features, torch.Generator().manual_seed(seed + 1))
+    assert not torch.equal(other, io["inputs.latents_init"])
 
 
-def test_bf16_transformer_reproduces_upstream_precision(features, io):
+def test_bf16_transformer_reproduces_upstream_precision(features, io, noise):
     """Upstream's own precision (transformer bf16, VAE fp32). The README calls the bf16 keys informational: bf16 matmul
     kernels round differently per CPU ISA (bit-exact on the CPU that recorded them; on an AVX2-only CPU 2 % of the final
     latents move by up to 0.043, mean 0.0020). What holds on every CPU: the run is a bf16 run (as far from the fp32
@@ -181,7 +208,7 @@ def test_bf16_transformer_reproduces_upstream_precision(features, io):
     one is."""
     bf16 = SanaDTok.from_pretrained(FOLDER, torch_dtype=torch.bfloat16)
     assert bf16.transformer.dtype == torch.bfloat16 and bf16.vae.dtype == torch.float32
-    out = record_run(bf16, features, prefix="bf16.", generator=torch.Generator().manual_seed(SEED))
+    out = record_run(bf16, features, prefix="bf16.", latents=noise)
     assert out["bf16.images"].dtype == torch.float32
     ours = out["bf16.outputs.latents_final"]
     recorded, fp32 = io["bf16.outputs.latents_final"], io["outputs.latents_final"]
@@ -256,44 +283,37 @@ def test_generate_rejects_bad_arguments(dtok, features):
 
 
 # -------------------------------------------------------------------------------------------------- batch independence
-def test_batch_of_two_equals_two_batches_of_one(dtok, features, run):
+def test_batch_of_two_equals_two_batches_of_one(dtok, features, run, seed):
     """Per-row generators: row i of a batch equals that row alone (row 0 alone is the golden run itself). Compared on
     the final latents, where the noise draw matters (the VAE decodes each image on its own)."""
     other = features.flip(1) * 0.5
     kwargs = dict(steps=STEPS, output_type="latent")
     alone = dtok.generate(other, generator=torch.Generator().manual_seed(7), **kwargs)
     both = dtok.generate(torch.cat([features, other]), **kwargs,
-                         generator=[torch.Generator().manual_seed(SEED), torch.Generator().manual_seed(7)])
+                         generator=[torch.Generator().manual_seed(seed), torch.Generator().manual_seed(7)])
     torch.testing.assert_close(both[:1], run["outputs.latents_final"], atol=1e-5, rtol=0.0)
     torch.testing.assert_close(both[1:], alone, atol=1e-5, rtol=0.0)
     assert (both[0] - both[1]).abs().max() > 0.1  # the rows really differ
 
 
-def test_single_generator_draws_upstream_batched_noise(dtok, features):
-    seen = []
-    handle = dtok.transformer.register_forward_pre_hook(lambda _m, a: seen.append(a[0].clone()))
-    try:
-        dtok.generate(features.expand(2, -1, -1), steps=1, generator=torch.Generator().manual_seed(3),
-                      output_type="latent")
-    finally:
-        handle.remove()
-    assert torch.equal(seen[0], torch.randn((2, 32, 16, 16), generator=torch.Generator().manual_seed(3)))
+def test_single_generator_draws_upstream_batched_noise(dtok, features, noise):
+    drawn = first_transformer_input(dtok, features.expand(2, -1, -1), torch.Generator().manual_seed(3))
+    shape = (2, *noise.shape[1:])
+    assert torch.equal(drawn, torch.randn(shape, generator=torch.Generator().manual_seed(3)))
 
 
 # ---------------------------------------------------------------------------------------------- negative controls
-def test_control_changed_flow_shift_is_caught(features, io):
+def test_control_changed_flow_shift_is_caught(features, io, noise):
     shifted = SanaDTok.from_pretrained(FOLDER, flow_shift=1.0)
     assert shifted.scheduler.config.flow_shift == 1.0
-    latents = shifted.generate(features, steps=STEPS, generator=torch.Generator().manual_seed(SEED),
-                               output_type="latent")
+    latents = shifted.generate(features, steps=STEPS, latents=noise, output_type="latent")
     assert (latents - io["outputs.latents_final"]).abs().max() > 100 * TOL["atol"]
 
 
-def test_control_unused_negative_embeds_is_caught(dtok, features, io):
+def test_control_unused_negative_embeds_is_caught(dtok, features, io, noise):
     """cfg 4 with a zero negative (as if the release's negative_prompt_embeds.pth were ignored)."""
     blind = SanaDTok(dtok.transformer, dtok.vae, dtok.scheduler, torch.zeros_like(dtok.negative_prompt_embeds))
-    latents = blind.generate(features, steps=STEPS, guidance_scale=CFG,
-                             generator=torch.Generator().manual_seed(SEED), output_type="latent")
+    latents = blind.generate(features, steps=STEPS, guidance_scale=CFG, latents=noise, output_type="latent")
     assert (latents - io["cfg4.outputs.latents_final"]).abs().max() > 100 * TOL["atol"]
 
 
